@@ -1,0 +1,5 @@
+import sys
+
+from tsmap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,233 @@
+"""The built-in "arrow of time" dataset: real H.264 videos generated from a seed.
+
+Most classes come in pairs whose videos are each other's time reversal: a video of
+``shrink`` is a ``grow`` video played backwards. The two classes of a pair therefore
+have exactly the same distribution of frames, and only the order of the frames tells
+them apart: a frame-averaging model (TSN) is at chance on them, a model that reads the
+VideoMap in order is not. Two more classes differ in appearance only.
+
+Each video holds still frames before and after the action; the action's frame interval
+is recorded in ``dataset.json`` so attention and Grad-CAM can be checked against it.
+
+Why no "move left" vs "move right" pair: the frame encoder's global average pooling
+discards where an object is, so pooled features of a translating object barely change
+(a linear probe on Lite0 features could not recover the horizontal position). The
+pairs below change what pooling keeps: scale, brightness, orientation, shape, presence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+# (forward class, its time reversal). The forward generator draws the video; the
+# reversed class is the same draw played backwards.
+ORDER_PAIRS = [
+    ("grow", "shrink"),
+    ("brighten", "dim"),
+    ("rotate_clockwise", "rotate_anticlockwise"),
+    ("circle_to_square", "square_to_circle"),
+    ("slide_in", "slide_out"),
+]
+APPEARANCE_CLASSES = ["striped_patch", "dotted_patch"]
+FRAME_SIZES = [(128, 128), (160, 120), (144, 112)]
+FPS = 25
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    train_per_class: int = 16
+    test_per_class: int = 8
+    min_frames: int = 40
+    max_frames: int = 300
+    seed: int = 0
+
+    @property
+    def classes(self) -> list[str]:
+        return [c for pair in ORDER_PAIRS for c in pair] + APPEARANCE_CLASSES
+
+
+class Scene:
+    """A random background with a gradient, and the pixel grid to draw shapes on."""
+
+    def __init__(self, rng: np.random.Generator, width: int, height: int):
+        self.rng = rng
+        self.h, self.w = height, width
+        self.yy, self.xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * self.xx / width + np.sin(angle) * self.yy / height)[..., None]
+        c0, c1 = rng.uniform(20, 235, 3), rng.uniform(20, 235, 3)
+        self.background = (c0 + (c1 - c0) * (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)).astype(np.float32)
+        # Drawing fresh Gaussian noise for every frame costs more than the encoder;
+        # a per-video bank of noise frames, drawn from at random, looks the same.
+        self.noise = rng.standard_normal((16, height, width, 3), dtype=np.float32) * 3.0
+
+    def shape_mask(self, cx: float, cy: float, r: float, angle: float = 0.0, p: float = 2.0) -> np.ndarray:
+        """Superellipse |u|^p + |v|^p <= r^p: a circle for p=2, close to a square for p>=8."""
+        c, s = np.cos(angle), np.sin(angle)
+        u = (self.xx - cx) * c + (self.yy - cy) * s
+        v = -(self.xx - cx) * s + (self.yy - cy) * c
+        return (np.abs(u) ** p + np.abs(v) ** p) <= r**p
+
+    def hand_mask(self, cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
+        """A clock hand with a disc at its tip: no rotational symmetry."""
+        c, s = np.cos(angle), np.sin(angle)
+        u = (self.xx - cx) * c + (self.yy - cy) * s
+        v = -(self.xx - cx) * s + (self.yy - cy) * c
+        bar = (u >= 0) & (u <= length) & (np.abs(v) <= width / 2)
+        tip = (u - length) ** 2 + v**2 <= (1.6 * width) ** 2
+        return bar | tip
+
+    def paint(self, layers: list[tuple[np.ndarray, np.ndarray]], gain: float = 1.0) -> np.ndarray:
+        img = self.background.copy()
+        for mask, colour in layers:
+            img[mask] = colour
+        img = img * gain + self.noise[self.rng.integers(len(self.noise))]
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _progress_curve(n_frames: int, start: int, end: int) -> np.ndarray:
+    """0 before the action, a smooth ramp 0 -> 1 during [start, end), 1 after."""
+    t = (np.arange(n_frames) - start) / max(end - start - 1, 1)
+    t = np.clip(t, 0, 1)
+    return 0.5 - 0.5 * np.cos(np.pi * t)
+
+
+def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end: int) -> list[np.ndarray]:
+    w, h = FRAME_SIZES[rng.integers(len(FRAME_SIZES))]
+    scene = Scene(rng, w, h)
+    colour = rng.uniform(0, 255, 3).astype(np.float32)
+    progress = _progress_curve(n, start, end)
+    cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
+    side = min(w, h)
+    frames = []
+    if name == "grow":
+        r0 = rng.uniform(0.06, 0.1) * side
+        r1 = rng.uniform(0.3, 0.42) * side
+        p = rng.choice([2.0, 8.0])
+        for a in progress:
+            frames.append(scene.paint([(scene.shape_mask(cx, cy, r0 + (r1 - r0) * a, p=p), colour)]))
+    elif name == "brighten":
+        r = rng.uniform(0.15, 0.3) * side
+        g0 = rng.uniform(0.15, 0.35)
+        for a in progress:
+            frames.append(scene.paint([(scene.shape_mask(cx, cy, r), colour)], gain=g0 + (1 - g0) * a))
+    elif name == "rotate_clockwise":
+        length, width = rng.uniform(0.3, 0.42) * side, rng.uniform(0.06, 0.1) * side
+        a0 = rng.uniform(0, 2 * np.pi)
+        sweep = rng.uniform(1.0, 1.5) * np.pi
+        cx, cy = w / 2, h / 2
+        for a in progress:  # image y points down, so a growing angle turns clockwise
+            frames.append(scene.paint([(scene.hand_mask(cx, cy, length, width, a0 + sweep * a), colour)]))
+    elif name == "circle_to_square":
+        r = rng.uniform(0.2, 0.32) * side
+        angle = rng.uniform(0, np.pi / 2)
+        for a in progress:
+            p = 2.0 * (6.0 ** a)  # 2 -> 12 geometrically: even steps in perceived shape
+            frames.append(scene.paint([(scene.shape_mask(cx, cy, r, angle, p), colour)]))
+    elif name == "slide_in":
+        r = rng.uniform(0.15, 0.25) * side
+        direction = rng.uniform(0, 2 * np.pi)
+        reach = 0.5 * np.hypot(w, h) + r
+        sx, sy = cx + reach * np.cos(direction), cy + reach * np.sin(direction)
+        p = rng.choice([2.0, 8.0])
+        for a in progress:
+            x, y = sx + (cx - sx) * a, sy + (cy - sy) * a
+            frames.append(scene.paint([(scene.shape_mask(x, y, r, p=p), colour)]))
+    elif name in APPEARANCE_CLASSES:
+        r = rng.uniform(0.2, 0.3) * side
+        colour2 = rng.uniform(0, 255, 3).astype(np.float32)
+        period = rng.uniform(5, 9)
+        x, y = cx, cy
+        for _ in range(n):
+            x = float(np.clip(x + rng.normal(0, 1.5), r, w - r))
+            y = float(np.clip(y + rng.normal(0, 1.5), r, h - r))
+            patch = scene.shape_mask(x, y, r, p=8.0)
+            if name == "striped_patch":
+                texture = np.sin(2 * np.pi * (scene.yy - y) / period) > 0
+            else:
+                texture = (np.sin(2 * np.pi * (scene.xx - x) / period) * np.sin(2 * np.pi * (scene.yy - y) / period)) > 0.5
+            frames.append(scene.paint([(patch, colour), (patch & texture, colour2)]))
+    else:
+        raise ValueError(f"unknown demo class {name!r}")
+    return frames
+
+
+def draw_interval(rng: np.random.Generator, n: int) -> tuple[int, int]:
+    """The action's frames [start, end) in a forward video: 10-25 % still on each side."""
+    before, after = (int(x) for x in rng.uniform(0.1, 0.25, 2) * n)
+    return before, n - after
+
+
+def render_clip(name: str, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """Frames of one video of class ``name`` and its action interval [start, end)."""
+    start, end = draw_interval(rng, n)
+    reversed_of = {rev: fwd for fwd, rev in ORDER_PAIRS}
+    if name in reversed_of:
+        frames = _forward_video(reversed_of[name], rng, n, start, end)[::-1]
+        return frames, (n - end, n - start)
+    return _forward_video(name, rng, n, start, end), (start, end)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, crf: int = 18) -> None:
+    """Encode RGB frames as H.264 (yuv420p) through PyAV, atomically. ``crf=0`` is lossless."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    h, w = frames[0].shape[:2]
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+def generate_demo_dataset(
+    root: Path, config: DemoConfig = DemoConfig(), progress: Callable[[int], None] | None = None
+) -> Path:
+    """Write the demo videos, ``train.txt``/``test.txt`` and ``dataset.json`` under ``root``.
+
+    Deterministic for a seed; videos already present (from an interrupted run) are kept.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for label, name in enumerate(config.classes):
+        (root / name).mkdir(exist_ok=True)
+        for i in range(config.train_per_class + config.test_per_class):
+            # One generator per clip keeps every clip reproducible on its own.
+            rng = np.random.default_rng([config.seed, label, i])
+            n = int(rng.integers(config.min_frames, config.max_frames + 1))
+            rel = f"{name}/{name}_{i:03d}.mp4"
+            if (root / rel).exists():
+                start, end = draw_interval(rng, n)
+                if name in {rev for _, rev in ORDER_PAIRS}:
+                    start, end = n - end, n - start
+            else:
+                frames, (start, end) = render_clip(name, rng, n)
+                write_video(root / rel, frames)
+            split = "train" if i < config.train_per_class else "test"
+            records.append({"path": rel, "label": name, "frames": n, "action": [start, end], "split": split})
+            if progress:
+                progress(1)
+    for split in ("train", "test"):
+        lines = [r["path"] for r in records if r["split"] == split]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    info = {
+        "name": "arrow-of-time demo",
+        "seed": config.seed,
+        "classes": config.classes,
+        "order_pairs": [list(p) for p in ORDER_PAIRS],
+        "fps": FPS,
+        "videos": records,
+    }
+    (root / "dataset.json").write_text(json.dumps(info, indent=1))
+    return root

@@ -1,0 +1,118 @@
+"""Decoding videos with PyAV and sampling T frames uniformly over the whole video."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv")
+
+
+class VideoError(Exception):
+    """A video that cannot be used, with the file and the reason."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def uniform_indices(num_frames: int, num_samples: int) -> np.ndarray:
+    """Indices of ``num_samples`` frames spread evenly over ``num_frames``, order kept.
+
+    Sample i sits at the centre of the i-th of ``num_samples`` equal segments (TSN's
+    test-time sampling). A video shorter than ``num_samples`` repeats frames (nearest
+    index). The second half mirrors the first, so reversing the video exactly reverses
+    the sampled frames (except the middle sample when ``num_samples`` is odd and
+    ``num_frames`` even: it falls between two frames and takes the earlier one).
+    """
+    if num_frames < 1 or num_samples < 1:
+        raise ValueError(f"need num_frames >= 1 and num_samples >= 1, got {num_frames}, {num_samples}")
+    i = np.arange(num_samples)
+    idx = np.floor((i + 0.5) * num_frames / num_samples).astype(np.int64)
+    half = num_samples // 2
+    if half:
+        idx[num_samples - half :] = (num_frames - 1 - idx[:half])[::-1]
+    return np.clip(idx, 0, num_frames - 1)
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Resize the shorter side to ``resize``, then centre-crop ``size`` x ``size``."""
+
+    size: int = 224
+    resize: int = 256
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.size, "resize": self.resize, "crop": "center"}
+
+    def convert(self, frame: av.VideoFrame) -> np.ndarray:
+        w, h = frame.width, frame.height
+        scale = self.resize / min(w, h)
+        # swscale does resize and colour conversion in one C pass; crop afterwards.
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        rgb = frame.to_ndarray(format="rgb24", width=nw, height=nh, interpolation="AREA")
+        top, left = (nh - self.size) // 2, (nw - self.size) // 2
+        return rgb[top : top + self.size, left : left + self.size]
+
+
+def _decode(path: Path, wanted: np.ndarray, geometry: FrameGeometry) -> tuple[dict[int, np.ndarray], int]:
+    """Decode every frame, converting only those in ``wanted``. Returns (frames, count)."""
+    keep = set(int(i) for i in wanted)
+    frames: dict[int, np.ndarray] = {}
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(path, "no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                if count in keep:
+                    frames[count] = geometry.convert(frame)
+                count += 1
+    except VideoError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(path, f"cannot decode ({type(exc).__name__}: {exc})") from exc
+    return frames, count
+
+
+def frame_count_hint(path: Path) -> int:
+    """The container's frame count, or 0 when it does not say."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(path, "no video stream")
+            return max(int(container.streams.video[0].frames or 0), 0)
+    except VideoError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(path, f"cannot open ({type(exc).__name__}: {exc})") from exc
+
+
+def read_frames(path: Path | str, num_samples: int, geometry: FrameGeometry) -> tuple[np.ndarray, int]:
+    """``num_samples`` RGB frames (uint8, N x H x W x 3) sampled uniformly, and the frame count.
+
+    The container's frame count picks the frames to convert in one pass; when the
+    decoded count disagrees (common with AVI), the video is decoded again with the
+    true count so that sampling is always uniform over the frames that exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(path, "file not found")
+    hint = frame_count_hint(path)
+    # With no count in the header, a first pass only counts (converts nothing).
+    wanted = uniform_indices(hint, num_samples) if hint > 0 else np.empty(0, dtype=np.int64)
+    frames, count = _decode(path, wanted, geometry)
+    if count == 0:
+        raise VideoError(path, "no frames could be decoded")
+    if count != hint:
+        wanted = uniform_indices(count, num_samples)
+        frames, recount = _decode(path, wanted, geometry)
+        if recount != count:
+            raise VideoError(path, f"frame count changed between two decodes ({count} vs {recount})")
+    return np.stack([frames[int(i)] for i in wanted]), count

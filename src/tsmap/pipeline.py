@@ -1,0 +1,216 @@
+"""The steps a user runs: extract -> train -> evaluate -> predict.
+
+Each step reads and writes plain files (a store folder, a run folder), so steps can
+be rerun, resumed and mixed; the CLI and the demo are thin layers over these functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tsmap.data.datasets import DatasetError, VideoDataset, folder_dataset, open_dataset
+from tsmap.data.video import FrameGeometry
+from tsmap.evaluation.metrics import confusion_matrix, summarize
+from tsmap.evaluation.plots import plot_confusion
+from tsmap.frames.encoder import FrameEncoder
+from tsmap.heads.checkpoint import load_head, save_head
+from tsmap.heads.tsn import TSNHead
+from tsmap.heads.videomap_head import VideoMapHead
+from tsmap.training import TrainConfig, score_maps, train_head
+from tsmap.videomap.extract import ExtractionSummary, extract_clips, extraction_settings, video_to_map
+from tsmap.videomap.loader import MapDataset
+from tsmap.videomap.store import StoreError, VideoMapStore
+
+HEADS = ("videomap", "tsn")
+HEAD_LABELS = {"videomap": "VideoMap head", "tsn": "TSN (25-frame average)"}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked, but PyTorch sees no CUDA GPU")
+    return device
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+# -- extract ---------------------------------------------------------------------
+@dataclass
+class ExtractOptions:
+    frames: int = 256
+    backbone: str = "efficientnet_lite0"
+    image_size: int = 224
+    resize: int = 256
+    batch_size: int = 16
+    device: str = "auto"
+    strict: bool = False
+    decode_workers: int = 2
+
+
+def extract(dataset: VideoDataset, store_dir: Path, options: ExtractOptions, show_progress: bool = True) -> tuple[VideoMapStore, ExtractionSummary]:
+    device = resolve_device(options.device)
+    encoder = FrameEncoder(options.backbone, device=device, batch_size=options.batch_size)
+    geometry = FrameGeometry(options.image_size, options.resize)
+    settings = extraction_settings(encoder, options.frames, geometry)
+    store = VideoMapStore.create_or_open(store_dir, settings, source=dataset.spec)
+    store.remove_stale_temporaries()
+    clips = dataset.clips()
+    summary = extract_clips(
+        clips, dataset.root, store, encoder, geometry,
+        strict=options.strict, decode_workers=options.decode_workers, show_progress=show_progress,
+    )
+    return store, summary
+
+
+def store_dataset(store: VideoMapStore) -> VideoDataset:
+    spec = store.settings.get("source") or {}
+    if not spec:
+        raise StoreError(f"{store.root} does not say which dataset it was made from")
+    return open_dataset(spec)
+
+
+# -- train -----------------------------------------------------------------------
+def make_head(kind: str, num_classes: int, store: VideoMapStore, attention: str = "A0A1A2") -> torch.nn.Module:
+    if kind == "videomap":
+        return VideoMapHead(num_classes, store.num_frames, store.feature_dim, attention=attention)
+    if kind == "tsn":
+        return TSNHead(num_classes, store.feature_dim)
+    raise ValueError(f"unknown head {kind!r}; choose from {', '.join(HEADS)}")
+
+
+def train(
+    store: VideoMapStore,
+    run_dir: Path,
+    heads: list[str],
+    configs: dict[str, TrainConfig],
+    attention: str = "A0A1A2",
+    split: str = "train",
+    device: str = "auto",
+    show_progress: bool = True,
+) -> dict[str, list[dict]]:
+    device = resolve_device(device)
+    dataset = store_dataset(store)
+    data = MapDataset(store, dataset.clips(split), in_memory=_fits_in_memory(store, len(dataset.clips(split))))
+    if len(data) == 0:
+        raise DatasetError(f"no {split} VideoMaps in {store.root}: run `tsmap extract` first")
+    if data.missing:
+        print(f"note: {len(data.missing)} {split} videos have no VideoMap (failed or not extracted); training without them")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    histories = {}
+    for kind in heads:
+        model = make_head(kind, len(dataset.classes), store, attention)
+        start = time.perf_counter()
+        history = train_head(model, data, configs[kind], device=device, show_progress=show_progress, desc=f"train {kind}")
+        extra = {"train_config": configs[kind].to_dict(), "history": history, "seconds": time.perf_counter() - start,
+                 "split": split, "num_train_videos": len(data)}
+        save_head(run_dir / f"{kind}.pt", model, dataset.classes, store.settings, extra)
+        histories[kind] = history
+    return histories
+
+
+def _fits_in_memory(store: VideoMapStore, count: int, budget_bytes: int = 2 << 30) -> bool:
+    # float32 copies of every map; above the budget, maps stay memory-mapped on disk.
+    return count * store.num_frames * store.feature_dim * 4 <= budget_bytes
+
+
+# -- evaluate --------------------------------------------------------------------
+def order_pair_classes(dataset: VideoDataset) -> list[int]:
+    """Classes that belong to a time-reversal pair, when the dataset declares them (the demo)."""
+    info_path = dataset.root / "dataset.json"
+    if not info_path.is_file():
+        return []
+    pairs = json.loads(info_path.read_text()).get("order_pairs", [])
+    names = {name for pair in pairs for name in pair}
+    return [i for i, c in enumerate(dataset.classes) if c in names]
+
+
+def evaluate(store: VideoMapStore, run_dir: Path, split: str = "test", device: str = "auto") -> dict:
+    """Score every trained head of ``run_dir`` on ``split``; write JSON, CSV and PNG there."""
+    device = resolve_device(device)
+    dataset = store_dataset(store)
+    data = MapDataset(store, dataset.clips(split), in_memory=_fits_in_memory(store, len(dataset.clips(split))))
+    if len(data) == 0:
+        raise DatasetError(f"no {split} VideoMaps in {store.root}")
+    paired = order_pair_classes(dataset)
+    results: dict = {"split": split, "num_videos": len(data), "missing_videos": data.missing, "heads": {}}
+    found = [k for k in HEADS if (run_dir / f"{k}.pt").is_file()]
+    if not found:
+        raise FileNotFoundError(f"no trained head in {run_dir} (expected {' or '.join(f'{k}.pt' for k in HEADS)})")
+    for kind in found:
+        model, meta = load_head(run_dir / f"{kind}.pt", device)
+        _check_compatible(meta, store, dataset, run_dir / f"{kind}.pt")
+        scores, labels = score_maps(model, data, device=device)
+        figures = summarize(scores, labels)
+        if paired:
+            mask = np.isin(labels, paired)
+            figures["order_pairs_top1"] = float(np.mean(scores[mask].argmax(1) == labels[mask]))
+            figures["appearance_top1"] = float(np.mean(scores[~mask].argmax(1) == labels[~mask])) if (~mask).any() else None
+        cm = confusion_matrix(scores.argmax(1), labels, len(dataset.classes))
+        _write_confusion_csv(run_dir / f"confusion_{kind}.csv", cm, dataset.classes)
+        plot_confusion(cm, dataset.classes, run_dir / f"confusion_{kind}.png",
+                       f"{HEAD_LABELS[kind]}: top-1 {figures['top1']:.1%} on {split}")
+        np.save(run_dir / f"scores_{kind}.npy", scores)
+        results["heads"][kind] = figures
+    write_json(run_dir / "results.json", results)
+    return results
+
+
+def _check_compatible(meta: dict, store: VideoMapStore, dataset: VideoDataset, path: Path) -> None:
+    trained = {k: v for k, v in meta["store_settings"].items() if k != "source"}
+    now = {k: v for k, v in store.settings.items() if k != "source"}
+    if trained != now:
+        raise StoreError(f"{path} was trained on maps made with other settings than {store.root}")
+    if meta["classes"] != dataset.classes:
+        raise StoreError(f"{path} was trained on other classes than the dataset of {store.root}")
+
+
+def _write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, cm):
+            writer.writerow([name, *row.tolist()])
+
+
+def format_table(results: dict) -> str:
+    heads = results["heads"]
+    extra = any("order_pairs_top1" in f for f in heads.values())
+    cols = ["top-1", "top-5", "mean class acc."] + (["order pairs top-1", "appearance top-1"] if extra else [])
+    keys = ["top1", "top5", "mean_class_accuracy"] + (["order_pairs_top1", "appearance_top1"] if extra else [])
+    width = max(len(HEAD_LABELS[k]) for k in heads) + 2
+    lines = [f"{'model':<{width}}" + "".join(f"{c:>20}" for c in cols)]
+    for kind, figures in heads.items():
+        cells = "".join(f"{figures[k] * 100:>19.1f}%" if figures.get(k) is not None else f"{'-':>20}" for k in keys)
+        lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+# -- predict ---------------------------------------------------------------------
+def predict_video(video: Path, run_dir: Path, head: str = "videomap", top: int = 5, device: str = "auto") -> list[tuple[str, float]]:
+    """Top classes with probabilities for one video, with the run's own extraction settings."""
+    device = resolve_device(device)
+    model, meta = load_head(run_dir / f"{head}.pt", device)
+    s = meta["store_settings"]
+    encoder = FrameEncoder(s["backbone"], device=device)
+    videomap = video_to_map(video, encoder, s["frames"], FrameGeometry(s["image_size"], s["resize"]))
+    with torch.inference_mode():
+        probs = torch.softmax(model(torch.from_numpy(videomap)[None].to(device)), dim=1)[0].cpu()
+    values, idx = probs.topk(min(top, len(meta["classes"])))
+    return [(meta["classes"][i], float(p)) for p, i in zip(values.tolist(), idx.tolist())]
+
+
+def default_dataset(videos: Path, test_fraction: float, seed: int) -> VideoDataset:
+    return folder_dataset(videos, test_fraction=test_fraction, seed=seed)

@@ -1,0 +1,114 @@
+"""The VideoMap store: atomic entries, resume, settings checks, killed runs."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsmap.data.datasets import folder_dataset
+from tsmap.data.video import FrameGeometry
+from tsmap.videomap.extract import ExtractionAborted, extract_clips, extraction_settings
+from tsmap.videomap.store import StoreError, VideoMapStore
+
+SETTINGS = {"stream": "rgb", "backbone": "test", "feature_dim": 4, "frames": 3, "dtype": "float16"}
+
+
+def test_write_read_roundtrip_and_keys(tmp_path):
+    store = VideoMapStore.create_or_open(tmp_path / "s", SETTINGS, source={"kind": "folder", "root": "/x"})
+    m = np.arange(12, dtype=np.float32).reshape(3, 4)
+    store.write("walk/v1.avi", m)
+    assert store.has("walk/v1.avi") and not store.has("walk/v2.avi")
+    np.testing.assert_array_equal(store.read("walk/v1.avi"), m.astype(np.float16))
+    assert list(store.keys()) == ["walk/v1.avi"]
+    with pytest.raises(StoreError, match="shape"):
+        store.write("walk/v2.avi", np.zeros((4, 4)))
+    with pytest.raises(StoreError, match="invalid video key"):
+        store.path_of("../escape.avi")
+
+
+def test_settings_mismatch_is_a_clear_error(tmp_path):
+    VideoMapStore.create_or_open(tmp_path / "s", SETTINGS)
+    with pytest.raises(StoreError, match="frames: store has 3, asked 8"):
+        VideoMapStore.create_or_open(tmp_path / "s", {**SETTINGS, "frames": 8})
+    # The source may move; the settings that shaped the maps may not.
+    store = VideoMapStore.create_or_open(tmp_path / "s", SETTINGS, source={"kind": "folder", "root": "/moved"})
+    assert VideoMapStore.open(tmp_path / "s").settings["source"]["root"] == "/moved"
+    assert store.num_frames == 3
+
+
+def test_write_killed_midway_leaves_no_entry(tmp_path, monkeypatch):
+    store = VideoMapStore.create_or_open(tmp_path / "s", SETTINGS)
+
+    def broken_save(f, arr, allow_pickle):
+        f.write(b"\x93NUMPY partial")
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(np, "save", broken_save)
+    with pytest.raises(OSError):
+        store.write("a/b.mp4", np.zeros((3, 4)))
+    assert not store.has("a/b.mp4")
+    assert list(store.keys()) == []
+    assert store.remove_stale_temporaries() == 1
+
+
+def _copy_dataset(src: Path, dst: Path, classes: int = 4) -> Path:
+    for name in sorted(p.name for p in src.iterdir() if p.is_dir())[:classes]:
+        shutil.copytree(src / name, dst / name)
+    return dst
+
+
+def test_corrupt_video_is_reported_by_name_and_skipped(tmp_path, tiny_demo, encoder):
+    root = _copy_dataset(tiny_demo, tmp_path / "videos")
+    dataset = folder_dataset(root)
+    bad = dataset.clips()[1].key
+    (root / bad).write_bytes(b"\x00\x01garbage" * 50)
+    geometry = FrameGeometry(64, 64)
+    store = VideoMapStore.create_or_open(tmp_path / "store", extraction_settings(encoder, 8, geometry))
+    summary = extract_clips(dataset.clips(), root, store, encoder, geometry, show_progress=False)
+    assert set(summary.failed) == {bad}
+    assert summary.done == len(dataset.clips()) - 1
+    assert bad in store.failures() and not store.has(bad)
+    # Strict mode stops at the bad video and keeps what was written.
+    store2 = VideoMapStore.create_or_open(tmp_path / "store2", extraction_settings(encoder, 8, geometry))
+    with pytest.raises(ExtractionAborted, match=Path(bad).name):
+        extract_clips(dataset.clips(), root, store2, encoder, geometry, strict=True, show_progress=False)
+    assert store2.has(dataset.clips()[0].key)
+
+
+def test_killed_extraction_resumes_without_loss(tmp_path, tiny_demo):
+    root = _copy_dataset(tiny_demo, tmp_path / "videos", classes=12)
+    store_dir = tmp_path / "store"
+    cmd = [sys.executable, "-m", "tsmap", "--quiet", "extract", "--videos", str(root), "--store", str(store_dir),
+           "--frames", "16", "--image-size", "64", "--resize", "64", "--batch-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    maps = store_dir / "maps"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if maps.is_dir() and sum(not p.name.startswith(".tmp-") for p in maps.rglob("*.npy")) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "extraction finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    store = VideoMapStore.open(store_dir)
+    before = list(store.keys())
+    total = len(folder_dataset(root).clips())
+    assert 3 <= len(before) < total
+    for key in before:  # every visible entry is whole
+        assert store.read(key, mmap=False).shape == (16, 1280)
+
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(before)} already in the store" in result.stdout
+    assert f"{total - len(before)} mapped" in result.stdout
+    after = list(VideoMapStore.open(store_dir).keys())
+    assert len(after) == total
+    assert not any(p.name.startswith(".tmp-") for p in maps.rglob("*"))
