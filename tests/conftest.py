@@ -23,7 +23,11 @@ def moving_square_frames(n: int, seed: int = 0, size: tuple[int, int] = (96, 80)
         img = np.full((h, w, 3), base, dtype=np.float32)
         r = 4 + int(30 * t / max(n - 1, 1))
         cy, cx = h // 2, w // 2
-        img[max(cy - r, 0) : cy + r, max(cx - r, 0) : cx + r] = (255 * t / max(n - 1, 1), 80, 255 - 200 * t / max(n - 1, 1))
+        img[max(cy - r, 0) : cy + r, max(cx - r, 0) : cx + r] = (
+            255 * t / max(n - 1, 1),
+            80,
+            255 - 200 * t / max(n - 1, 1),
+        )
         frames.append(img.astype(np.uint8))
     return frames
 

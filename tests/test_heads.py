@@ -40,7 +40,10 @@ def test_a1_a2_are_stride2_max_pools_of_a0():
 
 def _forced_attention(head, a0):
     a1 = pool_attention(a0)
-    head.attention_weights = lambda x: (a0.expand(x.shape[0], -1), *(a.expand(x.shape[0], -1) for a in (a1, pool_attention(a1))))
+    head.attention_weights = lambda x: (
+        a0.expand(x.shape[0], -1),
+        *(a.expand(x.shape[0], -1) for a in (a1, pool_attention(a1))),
+    )
 
 
 def test_a0_scales_rows_of_the_input_map():

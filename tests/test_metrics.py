@@ -3,12 +3,14 @@ import pytest
 
 from tsmap.evaluation.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, top_k_accuracy
 
-SCORES = np.array([
-    [0.9, 0.05, 0.05],  # true 0, predicted 0
-    [0.1, 0.2, 0.7],    # true 1, predicted 2, label 2nd
-    [0.2, 0.5, 0.3],    # true 1, predicted 1
-    [0.6, 0.3, 0.1],    # true 2, predicted 0, label last
-])
+SCORES = np.array(
+    [
+        [0.9, 0.05, 0.05],  # true 0, predicted 0
+        [0.1, 0.2, 0.7],  # true 1, predicted 2, label 2nd
+        [0.2, 0.5, 0.3],  # true 1, predicted 1
+        [0.6, 0.3, 0.1],  # true 2, predicted 0, label last
+    ]
+)
 LABELS = np.array([0, 1, 1, 2])
 
 

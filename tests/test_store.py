@@ -84,8 +84,25 @@ def test_corrupt_video_is_reported_by_name_and_skipped(tmp_path, tiny_demo, enco
 def test_killed_extraction_resumes_without_loss(tmp_path, tiny_demo):
     root = _copy_dataset(tiny_demo, tmp_path / "videos", classes=12)
     store_dir = tmp_path / "store"
-    cmd = [sys.executable, "-m", "tsmap", "--quiet", "extract", "--videos", str(root), "--store", str(store_dir),
-           "--frames", "16", "--image-size", "64", "--resize", "64", "--batch-size", "8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tsmap",
+        "--quiet",
+        "extract",
+        "--videos",
+        str(root),
+        "--store",
+        str(store_dir),
+        "--frames",
+        "16",
+        "--image-size",
+        "64",
+        "--resize",
+        "64",
+        "--batch-size",
+        "8",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     maps = store_dir / "maps"

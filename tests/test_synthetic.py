@@ -10,7 +10,7 @@ def test_order_pairs_are_exact_time_reversals():
         fwd, (s0, e0) = render_clip(forward, np.random.default_rng(7), 60)
         bwd, (s1, e1) = render_clip(backward, np.random.default_rng(7), 60)
         # Same draw, played backwards (noise included): the same set of frames.
-        for a, b in zip(fwd, bwd[::-1]):
+        for a, b in zip(fwd, bwd[::-1], strict=False):
             np.testing.assert_array_equal(a, b)
         assert (s1, e1) == (60 - e0, 60 - s0)
 

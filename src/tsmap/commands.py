@@ -28,7 +28,8 @@ def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
     size = sum(p.stat().st_size for p in store.maps_dir.rglob("*.npy")) if store.maps_dir.is_dir() else 0
     print(
         f"extraction: {summary.done} mapped, {summary.skipped} already in the store, {len(summary.failed)} failed; "
-        f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} frames/s); store {store.root} is {size / 2**20:.1f} MiB"
+        f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} frames/s); "
+        f"store {store.root} is {size / 2**20:.1f} MiB"
     )
     for key, reason in summary.failed.items():
         print(f"  failed: {key}: {reason}")
@@ -39,8 +40,13 @@ def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     dataset = pipeline.default_dataset(args.videos, args.test_fraction, args.split_seed)
     options = pipeline.ExtractOptions(
-        frames=args.frames, backbone=args.backbone, image_size=args.image_size, resize=args.resize,
-        batch_size=args.batch_size, device=args.device, strict=args.strict,
+        frames=args.frames,
+        backbone=args.backbone,
+        image_size=args.image_size,
+        resize=args.resize,
+        batch_size=args.batch_size,
+        device=args.device,
+        strict=args.strict,
     )
     store, summary = pipeline.extract(dataset, args.store, options, show_progress=not args.quiet)
     print_extraction(summary, store)
@@ -55,12 +61,21 @@ def train_configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
 def cmd_train(args: argparse.Namespace) -> int:
     store = VideoMapStore.open(args.store)
     heads = list(pipeline.HEADS) if args.head == "both" else [args.head]
-    histories = pipeline.train(store, args.run, heads, train_configs(args), attention=args.attention,
-                               device=args.device, show_progress=not args.quiet)
+    histories = pipeline.train(
+        store,
+        args.run,
+        heads,
+        train_configs(args),
+        attention=args.attention,
+        device=args.device,
+        show_progress=not args.quiet,
+    )
     for kind, history in histories.items():
         last = history[-1]
-        print(f"{kind}: {len(history)} epochs, final loss {last['loss']:.3f}, train top-1 {last['train_top1']:.1%} "
-              f"-> {args.run / (kind + '.pt')}")
+        print(
+            f"{kind}: {len(history)} epochs, final loss {last['loss']:.3f}, train top-1 {last['train_top1']:.1%} "
+            f"-> {args.run / (kind + '.pt')}"
+        )
     return 0
 
 
@@ -98,7 +113,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     print(f"[2/4] extracting VideoMaps (T = {args.frames}, EfficientNet-Lite0 at {DEMO_IMAGE_SIZE} px)")
     dataset = pipeline.default_dataset(out / "videos", 0.3, 0)
-    options = pipeline.ExtractOptions(frames=args.frames, image_size=DEMO_IMAGE_SIZE, resize=DEMO_IMAGE_SIZE, device=args.device)
+    options = pipeline.ExtractOptions(
+        frames=args.frames, image_size=DEMO_IMAGE_SIZE, resize=DEMO_IMAGE_SIZE, device=args.device
+    )
     store, summary = pipeline.extract(dataset, out / "store", options, show_progress=not args.quiet)
     print_extraction(summary, store)
 
@@ -117,14 +134,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print("'order pairs': classes whose videos are time reversals of each other (grow/shrink, ...);")
     print("frame averaging cannot tell them apart, a VideoMap read in time order can.")
-    print(f"done in {time.perf_counter() - start:.0f} s. results: {run / 'results.json'}, "
-          f"confusion matrices: {run}/confusion_*.png, checkpoints: {run}/videomap.pt, {run}/tsn.pt")
+    print(
+        f"done in {time.perf_counter() - start:.0f} s. results: {run / 'results.json'}, "
+        f"confusion matrices: {run}/confusion_*.png, checkpoints: {run}/videomap.pt, {run}/tsn.pt"
+    )
     example = next(iter(dataset.clips("test"))).key
     print(f"try: tsmap predict {out / 'videos' / example} --run {run}")
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "extract": cmd_extract, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+COMMANDS = {
+    "demo": cmd_demo,
+    "extract": cmd_extract,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+}
 
 
 def run_command(args: argparse.Namespace) -> int:

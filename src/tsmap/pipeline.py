@@ -60,7 +60,9 @@ class ExtractOptions:
     decode_workers: int = 2
 
 
-def extract(dataset: VideoDataset, store_dir: Path, options: ExtractOptions, show_progress: bool = True) -> tuple[VideoMapStore, ExtractionSummary]:
+def extract(
+    dataset: VideoDataset, store_dir: Path, options: ExtractOptions, show_progress: bool = True
+) -> tuple[VideoMapStore, ExtractionSummary]:
     device = resolve_device(options.device)
     encoder = FrameEncoder(options.backbone, device=device, batch_size=options.batch_size)
     geometry = FrameGeometry(options.image_size, options.resize)
@@ -69,8 +71,14 @@ def extract(dataset: VideoDataset, store_dir: Path, options: ExtractOptions, sho
     store.remove_stale_temporaries()
     clips = dataset.clips()
     summary = extract_clips(
-        clips, dataset.root, store, encoder, geometry,
-        strict=options.strict, decode_workers=options.decode_workers, show_progress=show_progress,
+        clips,
+        dataset.root,
+        store,
+        encoder,
+        geometry,
+        strict=options.strict,
+        decode_workers=options.decode_workers,
+        show_progress=show_progress,
     )
     return store, summary
 
@@ -107,15 +115,25 @@ def train(
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root}: run `tsmap extract` first")
     if data.missing:
-        print(f"note: {len(data.missing)} {split} videos have no VideoMap (failed or not extracted); training without them")
+        print(
+            f"note: {len(data.missing)} {split} videos have no VideoMap (failed or not extracted); "
+            "training without them"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     histories = {}
     for kind in heads:
         model = make_head(kind, len(dataset.classes), store, attention)
         start = time.perf_counter()
-        history = train_head(model, data, configs[kind], device=device, show_progress=show_progress, desc=f"train {kind}")
-        extra = {"train_config": configs[kind].to_dict(), "history": history, "seconds": time.perf_counter() - start,
-                 "split": split, "num_train_videos": len(data)}
+        history = train_head(
+            model, data, configs[kind], device=device, show_progress=show_progress, desc=f"train {kind}"
+        )
+        extra = {
+            "train_config": configs[kind].to_dict(),
+            "history": history,
+            "seconds": time.perf_counter() - start,
+            "split": split,
+            "num_train_videos": len(data),
+        }
         save_head(run_dir / f"{kind}.pt", model, dataset.classes, store.settings, extra)
         histories[kind] = history
     return histories
@@ -157,11 +175,17 @@ def evaluate(store: VideoMapStore, run_dir: Path, split: str = "test", device: s
         if paired:
             mask = np.isin(labels, paired)
             figures["order_pairs_top1"] = float(np.mean(scores[mask].argmax(1) == labels[mask]))
-            figures["appearance_top1"] = float(np.mean(scores[~mask].argmax(1) == labels[~mask])) if (~mask).any() else None
+            figures["appearance_top1"] = (
+                float(np.mean(scores[~mask].argmax(1) == labels[~mask])) if (~mask).any() else None
+            )
         cm = confusion_matrix(scores.argmax(1), labels, len(dataset.classes))
         _write_confusion_csv(run_dir / f"confusion_{kind}.csv", cm, dataset.classes)
-        plot_confusion(cm, dataset.classes, run_dir / f"confusion_{kind}.png",
-                       f"{HEAD_LABELS[kind]}: top-1 {figures['top1']:.1%} on {split}")
+        plot_confusion(
+            cm,
+            dataset.classes,
+            run_dir / f"confusion_{kind}.png",
+            f"{HEAD_LABELS[kind]}: top-1 {figures['top1']:.1%} on {split}",
+        )
         np.save(run_dir / f"scores_{kind}.npy", scores)
         results["heads"][kind] = figures
     write_json(run_dir / "results.json", results)
@@ -181,7 +205,7 @@ def _write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str]) -> None
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *classes])
-        for name, row in zip(classes, cm):
+        for name, row in zip(classes, cm, strict=False):
             writer.writerow([name, *row.tolist()])
 
 
@@ -199,7 +223,9 @@ def format_table(results: dict) -> str:
 
 
 # -- predict ---------------------------------------------------------------------
-def predict_video(video: Path, run_dir: Path, head: str = "videomap", top: int = 5, device: str = "auto") -> list[tuple[str, float]]:
+def predict_video(
+    video: Path, run_dir: Path, head: str = "videomap", top: int = 5, device: str = "auto"
+) -> list[tuple[str, float]]:
     """Top classes with probabilities for one video, with the run's own extraction settings."""
     device = resolve_device(device)
     model, meta = load_head(run_dir / f"{head}.pt", device)
@@ -209,7 +235,7 @@ def predict_video(video: Path, run_dir: Path, head: str = "videomap", top: int =
     with torch.inference_mode():
         probs = torch.softmax(model(torch.from_numpy(videomap)[None].to(device)), dim=1)[0].cpu()
     values, idx = probs.topk(min(top, len(meta["classes"])))
-    return [(meta["classes"][i], float(p)) for p, i in zip(values.tolist(), idx.tolist())]
+    return [(meta["classes"][i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=False)]
 
 
 def default_dataset(videos: Path, test_fraction: float, seed: int) -> VideoDataset:

@@ -96,7 +96,9 @@ def train_head(
 
 
 @torch.inference_mode()
-def score_maps(model: nn.Module, data: Dataset, batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def score_maps(
+    model: nn.Module, data: Dataset, batch_size: int = 64, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
     """Class scores (N x C, pre-softmax) and labels for every map of ``data``."""
     model.to(device).eval()
     scores, labels = [], []

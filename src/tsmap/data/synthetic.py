@@ -129,7 +129,7 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
         r = rng.uniform(0.2, 0.32) * side
         angle = rng.uniform(0, np.pi / 2)
         for a in progress:
-            p = 2.0 * (6.0 ** a)  # 2 -> 12 geometrically: even steps in perceived shape
+            p = 2.0 * (6.0**a)  # 2 -> 12 geometrically: even steps in perceived shape
             frames.append(scene.paint([(scene.shape_mask(cx, cy, r, angle, p), colour)]))
     elif name == "slide_in":
         r = rng.uniform(0.15, 0.25) * side
@@ -152,7 +152,9 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
             if name == "striped_patch":
                 texture = np.sin(2 * np.pi * (scene.yy - y) / period) > 0
             else:
-                texture = (np.sin(2 * np.pi * (scene.xx - x) / period) * np.sin(2 * np.pi * (scene.yy - y) / period)) > 0.5
+                texture = (
+                    np.sin(2 * np.pi * (scene.xx - x) / period) * np.sin(2 * np.pi * (scene.yy - y) / period)
+                ) > 0.5
             frames.append(scene.paint([(patch, colour), (patch & texture, colour2)]))
     else:
         raise ValueError(f"unknown demo class {name!r}")

@@ -23,8 +23,15 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ticks = np.arange(n)
     fontsize = 8 if n <= 30 else 5
     ax.set_xticks(ticks, classes, rotation=90, fontsize=fontsize)

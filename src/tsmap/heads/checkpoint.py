@@ -24,7 +24,9 @@ def build_head(config: dict) -> nn.Module:
     raise ValueError(f"unknown head {kind!r}")
 
 
-def save_head(path: Path, model: nn.Module, classes: list[str], store_settings: dict, extra: dict | None = None) -> None:
+def save_head(
+    path: Path, model: nn.Module, classes: list[str], store_settings: dict, extra: dict | None = None
+) -> None:
     """Write atomically: a checkpoint is either the old one or the new one, never half."""
     payload = {
         "format": CHECKPOINT_FORMAT,

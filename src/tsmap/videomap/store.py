@@ -85,8 +85,7 @@ class VideoMapStore:
                     if have.get(k) != wanted.get(k)
                 )
                 raise StoreError(
-                    f"{root} was made with other settings ({diff}); use another --store folder "
-                    "or the store's settings"
+                    f"{root} was made with other settings ({diff}); use another --store folder or the store's settings"
                 )
             if source is not None and store.settings.get("source") != source:
                 store.settings["source"] = source
