@@ -9,10 +9,12 @@ VideoMap in order is not. Two more classes differ in appearance only.
 Each video holds still frames before and after the action; the action's frame interval
 is recorded in ``dataset.json`` so attention and Grad-CAM can be checked against it.
 
-Why no "move left" vs "move right" pair: the frame encoder's global average pooling
-discards where an object is, so pooled features of a translating object barely change
-(a linear probe on Lite0 features could not recover the horizontal position). The
-pairs below change what pooling keeps: scale, brightness, orientation, shape, presence.
+Why no "move left" vs "move right" or "rotate clockwise" vs "anticlockwise" pair: the
+frame encoder's global average pooling discards where an object is and, largely, which
+way it points (a linear probe on Lite0 features could not recover the horizontal
+position; a linear model on end-minus-start features told rotation directions apart at
+chance while it separated every pair below). The pairs change what pooling keeps:
+scale, brightness, number of objects, shape, presence.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import av
@@ -31,7 +35,7 @@ import numpy as np
 ORDER_PAIRS = [
     ("grow", "shrink"),
     ("brighten", "dim"),
-    ("rotate_clockwise", "rotate_anticlockwise"),
+    ("dots_appear", "dots_vanish"),
     ("circle_to_square", "square_to_circle"),
     ("slide_in", "slide_out"),
 ]
@@ -45,7 +49,7 @@ class DemoConfig:
     train_per_class: int = 16
     test_per_class: int = 8
     min_frames: int = 40
-    max_frames: int = 300
+    max_frames: int = 240
     seed: int = 0
 
     @property
@@ -74,15 +78,6 @@ class Scene:
         u = (self.xx - cx) * c + (self.yy - cy) * s
         v = -(self.xx - cx) * s + (self.yy - cy) * c
         return (np.abs(u) ** p + np.abs(v) ** p) <= r**p
-
-    def hand_mask(self, cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
-        """A clock hand with a disc at its tip: no rotational symmetry."""
-        c, s = np.cos(angle), np.sin(angle)
-        u = (self.xx - cx) * c + (self.yy - cy) * s
-        v = -(self.xx - cx) * s + (self.yy - cy) * c
-        bar = (u >= 0) & (u <= length) & (np.abs(v) <= width / 2)
-        tip = (u - length) ** 2 + v**2 <= (1.6 * width) ** 2
-        return bar | tip
 
     def paint(self, layers: list[tuple[np.ndarray, np.ndarray]], gain: float = 1.0) -> np.ndarray:
         img = self.background.copy()
@@ -118,13 +113,16 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
         g0 = rng.uniform(0.15, 0.35)
         for a in progress:
             frames.append(scene.paint([(scene.shape_mask(cx, cy, r), colour)], gain=g0 + (1 - g0) * a))
-    elif name == "rotate_clockwise":
-        length, width = rng.uniform(0.3, 0.42) * side, rng.uniform(0.06, 0.1) * side
-        a0 = rng.uniform(0, 2 * np.pi)
-        sweep = rng.uniform(1.0, 1.5) * np.pi
-        cx, cy = w / 2, h / 2
-        for a in progress:  # image y points down, so a growing angle turns clockwise
-            frames.append(scene.paint([(scene.hand_mask(cx, cy, length, width, a0 + sweep * a), colour)]))
+    elif name == "dots_appear":
+        k = int(rng.integers(8, 15))
+        r = rng.uniform(0.04, 0.07) * side
+        xs, ys = rng.uniform(r, w - r, k), rng.uniform(r, h - r, k)
+        masks = [scene.shape_mask(x, y, r) for x, y in zip(xs, ys, strict=True)]
+        for a in progress:  # dot j is shown once the action is j/k done
+            shown = np.zeros((h, w), dtype=bool)
+            for mask in masks[: int(round(a * k))]:
+                shown |= mask
+            frames.append(scene.paint([(shown, colour)]))
     elif name == "circle_to_square":
         r = rng.uniform(0.2, 0.32) * side
         angle = rng.uniform(0, np.pi / 2)
@@ -193,31 +191,53 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, crf: int =
     os.replace(tmp, path)
 
 
+def _make_clip(root: Path, config: DemoConfig, label: int, index: int) -> dict:
+    """Write one clip (unless present) and return its record. Deterministic per clip."""
+    name = config.classes[label]
+    rng = np.random.default_rng([config.seed, label, index])
+    n = int(rng.integers(config.min_frames, config.max_frames + 1))
+    rel = f"{name}/{name}_{index:03d}.mp4"
+    if (root / rel).exists():
+        start, end = draw_interval(rng, n)
+        if name in {rev for _, rev in ORDER_PAIRS}:
+            start, end = n - end, n - start
+    else:
+        frames, (start, end) = render_clip(name, rng, n)
+        write_video(root / rel, frames)
+    split = "train" if index < config.train_per_class else "test"
+    return {"path": rel, "label": name, "frames": n, "action": [start, end], "split": split}
+
+
 def generate_demo_dataset(
-    root: Path, config: DemoConfig = DemoConfig(), progress: Callable[[int], None] | None = None
+    root: Path,
+    config: DemoConfig = DemoConfig(),
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write the demo videos, ``train.txt``/``test.txt`` and ``dataset.json`` under ``root``.
 
     Deterministic for a seed; videos already present (from an interrupted run) are kept.
+    Clips are drawn and encoded in ``workers`` processes (default: one per CPU).
     """
     root.mkdir(parents=True, exist_ok=True)
-    records = []
-    for label, name in enumerate(config.classes):
+    for name in config.classes:
         (root / name).mkdir(exist_ok=True)
-        for i in range(config.train_per_class + config.test_per_class):
-            # One generator per clip keeps every clip reproducible on its own.
-            rng = np.random.default_rng([config.seed, label, i])
-            n = int(rng.integers(config.min_frames, config.max_frames + 1))
-            rel = f"{name}/{name}_{i:03d}.mp4"
-            if (root / rel).exists():
-                start, end = draw_interval(rng, n)
-                if name in {rev for _, rev in ORDER_PAIRS}:
-                    start, end = n - end, n - start
-            else:
-                frames, (start, end) = render_clip(name, rng, n)
-                write_video(root / rel, frames)
-            split = "train" if i < config.train_per_class else "test"
-            records.append({"path": rel, "label": name, "frames": n, "action": [start, end], "split": split})
+    jobs = [(label, i) for label in range(len(config.classes))
+            for i in range(config.train_per_class + config.test_per_class)]
+    workers = workers or min(os.cpu_count() or 1, 4)
+    records = []
+    if workers > 1 and len(jobs) > 4:
+        # fork, not spawn: the workers need no fresh interpreter (and spawn would
+        # re-import the caller's __main__). They only use NumPy and PyAV.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+            futures = [pool.submit(_make_clip, root, config, label, i) for label, i in jobs]
+            for future in futures:
+                records.append(future.result())
+                if progress:
+                    progress(1)
+    else:
+        for label, i in jobs:
+            records.append(_make_clip(root, config, label, i))
             if progress:
                 progress(1)
     for split in ("train", "test"):

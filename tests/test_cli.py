@@ -1,0 +1,80 @@
+"""The command line, end to end on tiny demo data, and its handling of user mistakes."""
+
+import json
+import re
+
+import pytest
+
+from tsmap.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    store, run = out / "store", out / "run"
+    common = ["--quiet"]
+    assert main([*common, "extract", "--videos", str(tiny_demo), "--store", str(store),
+                 "--frames", "8", "--image-size", "64", "--resize", "64"]) == 0
+    assert main([*common, "train", "--store", str(store), "--run", str(run), "--epochs", "2", "--batch-size", "8"]) == 0
+    return store, run
+
+
+def test_extract_train_evaluate_predict(trained, tiny_demo, capsys):
+    store, run = trained
+    assert (run / "videomap.pt").is_file() and (run / "tsn.pt").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", "--store", str(store), "--run", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert "VideoMap head" in table and "TSN" in table
+    results = json.loads((run / "results.json").read_text())
+    classes = json.loads((tiny_demo / "dataset.json").read_text())["classes"]
+    assert results["num_videos"] == len(classes)  # one test video per class
+    for figures in results["heads"].values():
+        assert 0 <= figures["top1"] <= figures["top5"] <= 1
+        assert 0 <= figures["order_pairs_top1"] <= 1
+    for kind in ("videomap", "tsn"):
+        assert (run / f"confusion_{kind}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        rows = (run / f"confusion_{kind}.csv").read_text().splitlines()
+        assert len(rows) == len(classes) + 1 and rows[0].split(",")[1:] == sorted(classes)
+        assert sum(int(v) for row in rows[1:] for v in row.split(",")[1:]) == len(classes)
+
+    video = tiny_demo / (tiny_demo / "test.txt").read_text().split()[0]
+    assert main(["predict", str(video), "--run", str(run)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    probs = [float(re.match(r"\s*([\d.]+)%", line).group(1)) for line in lines[1:]]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 100.01
+    assert all(line.split()[-1] in classes for line in lines[1:])
+
+
+def test_user_errors_are_one_line_without_traceback(trained, tmp_path, tiny_demo, capsys):
+    store, run = trained
+    assert main(["train", "--store", str(tmp_path / "nowhere"), "--run", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "not a VideoMap store" in err and "nowhere" in err and "Traceback" not in err
+
+    assert main(["--quiet", "extract", "--videos", str(tiny_demo), "--store", str(store), "--frames", "16",
+                 "--image-size", "64", "--resize", "64"]) == 2
+    assert "frames: store has 8, asked 16" in capsys.readouterr().err
+
+    assert main(["extract", "--videos", str(tmp_path / "no-videos"), "--store", str(tmp_path / "s")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    (tmp_path / "empty").mkdir()
+    assert main(["extract", "--videos", str(tmp_path / "empty"), "--store", str(tmp_path / "s")]) == 2
+    assert "no class folders" in capsys.readouterr().err
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert main(["predict", str(broken), "--run", str(run)]) == 1
+    assert "broken.mp4: cannot read" in capsys.readouterr().out
+
+    assert main(["evaluate", "--store", str(store), "--run", str(tmp_path)]) == 2
+    assert "no trained head" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["demo", "extract", "train", "evaluate", "predict"])
+def test_help_explains_every_option(command):
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and len(action.help) > 10, f"{command} {action.option_strings} has no help"
