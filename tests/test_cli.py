@@ -13,8 +13,25 @@ def trained(tiny_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
     store, run = out / "store", out / "run"
     common = ["--quiet"]
-    assert main([*common, "extract", "--videos", str(tiny_demo), "--store", str(store),
-                 "--frames", "8", "--image-size", "64", "--resize", "64"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "extract",
+                "--videos",
+                str(tiny_demo),
+                "--store",
+                str(store),
+                "--frames",
+                "8",
+                "--image-size",
+                "64",
+                "--resize",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert main([*common, "train", "--store", str(store), "--run", str(run), "--epochs", "2", "--batch-size", "8"]) == 0
     return store, run
 
@@ -52,8 +69,25 @@ def test_user_errors_are_one_line_without_traceback(trained, tmp_path, tiny_demo
     err = capsys.readouterr().err
     assert "not a VideoMap store" in err and "nowhere" in err and "Traceback" not in err
 
-    assert main(["--quiet", "extract", "--videos", str(tiny_demo), "--store", str(store), "--frames", "16",
-                 "--image-size", "64", "--resize", "64"]) == 2
+    assert (
+        main(
+            [
+                "--quiet",
+                "extract",
+                "--videos",
+                str(tiny_demo),
+                "--store",
+                str(store),
+                "--frames",
+                "16",
+                "--image-size",
+                "64",
+                "--resize",
+                "64",
+            ]
+        )
+        == 2
+    )
     assert "frames: store has 8, asked 16" in capsys.readouterr().err
 
     assert main(["extract", "--videos", str(tmp_path / "no-videos"), "--store", str(tmp_path / "s")]) == 2

@@ -29,6 +29,17 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, required=True, help="VideoMap store made by `tsmap extract`")
+    p.add_argument(
+        "--split",
+        type=int,
+        choices=[1, 2, 3],
+        default=1,
+        help="official HMDB51/UCF101 split (ignored for folder datasets). Default: 1",
+    )
+
+
 def _add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr_step: int) -> None:
     p.add_argument(
         "--head",
@@ -105,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", type=int, default=256, help="shorter side before cropping. Default: 256")
     p.add_argument("--batch-size", type=int, default=16, help="frames per ConvNet batch. Default: 16")
     p.add_argument(
+        "--dataset",
+        choices=["folder", "hmdb51", "ucf101"],
+        default="folder",
+        help="layout of --videos: 'folder' (any <class>/<video> tree), or HMDB51/UCF101 as unpacked from their "
+        "official archives, with --splits. Default: folder",
+    )
+    p.add_argument(
+        "--splits",
+        type=Path,
+        help="folder of the official split files (HMDB51: testTrainMulti_7030_splits, UCF101: ucfTrainTestlist)",
+    )
+    p.add_argument(
         "--test-fraction",
         type=float,
         default=0.3,
@@ -120,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train heads on the training split of the store's dataset. "
         "Checkpoints go to RUN/videomap.pt and RUN/tsn.pt.",
     )
-    p.add_argument("--store", type=Path, required=True, help="VideoMap store made by `tsmap extract`")
+    _add_store(p)
     p.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and results")
     _add_train_options(p, epochs=100, batch_size=128, lr_step=10_000)
     _add_device(p)
@@ -131,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Top-1, top-5 and mean class accuracy of every head in RUN, written to RUN/results.json "
         "with confusion matrices (PNG and CSV).",
     )
-    p.add_argument("--store", type=Path, required=True, help="VideoMap store made by `tsmap extract`")
+    _add_store(p)
     p.add_argument("--run", type=Path, required=True, help="run folder made by `tsmap train`")
-    p.add_argument("--split", default="test", help="split to evaluate. Default: test")
+    p.add_argument("--subset", default="test", help="which part of the split to score: test or train. Default: test")
     _add_device(p)
 
     p = sub.add_parser(

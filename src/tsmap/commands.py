@@ -38,7 +38,9 @@ def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    dataset = pipeline.default_dataset(args.videos, args.test_fraction, args.split_seed)
+    dataset = pipeline.dataset_for_extraction(
+        args.dataset, args.videos, args.splits, args.test_fraction, args.split_seed
+    )
     options = pipeline.ExtractOptions(
         frames=args.frames,
         backbone=args.backbone,
@@ -69,6 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         attention=args.attention,
         device=args.device,
         show_progress=not args.quiet,
+        official_split=args.split,
     )
     for kind, history in histories.items():
         last = history[-1]
@@ -81,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     store = VideoMapStore.open(args.store)
-    results = pipeline.evaluate(store, args.run, split=args.split, device=args.device)
+    results = pipeline.evaluate(store, args.run, split=args.subset, device=args.device, official_split=args.split)
     print(pipeline.format_table(results))
     print(f"results: {args.run / 'results.json'}; confusion matrices: {args.run}/confusion_*.png")
     return 0

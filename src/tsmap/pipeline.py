@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsmap.data.datasets import DatasetError, VideoDataset, folder_dataset, open_dataset
+from tsmap.data.datasets import DatasetError, VideoDataset, folder_dataset, official_dataset, open_dataset
 from tsmap.data.video import FrameGeometry
 from tsmap.evaluation.metrics import confusion_matrix, summarize
 from tsmap.evaluation.plots import plot_confusion
@@ -83,11 +83,12 @@ def extract(
     return store, summary
 
 
-def store_dataset(store: VideoMapStore) -> VideoDataset:
+def store_dataset(store: VideoMapStore, split: int | None = None) -> VideoDataset:
+    """The dataset the store was made from; ``split`` picks an official HMDB51/UCF101 split."""
     spec = store.settings.get("source") or {}
     if not spec:
         raise StoreError(f"{store.root} does not say which dataset it was made from")
-    return open_dataset(spec)
+    return open_dataset(spec, split)
 
 
 # -- train -----------------------------------------------------------------------
@@ -108,9 +109,10 @@ def train(
     split: str = "train",
     device: str = "auto",
     show_progress: bool = True,
+    official_split: int | None = None,
 ) -> dict[str, list[dict]]:
     device = resolve_device(device)
-    dataset = store_dataset(store)
+    dataset = store_dataset(store, official_split)
     data = MapDataset(store, dataset.clips(split), in_memory=_fits_in_memory(store, len(dataset.clips(split))))
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root}: run `tsmap extract` first")
@@ -155,10 +157,12 @@ def order_pair_classes(dataset: VideoDataset) -> list[int]:
     return [i for i, c in enumerate(dataset.classes) if c in names]
 
 
-def evaluate(store: VideoMapStore, run_dir: Path, split: str = "test", device: str = "auto") -> dict:
+def evaluate(
+    store: VideoMapStore, run_dir: Path, split: str = "test", device: str = "auto", official_split: int | None = None
+) -> dict:
     """Score every trained head of ``run_dir`` on ``split``; write JSON, CSV and PNG there."""
     device = resolve_device(device)
-    dataset = store_dataset(store)
+    dataset = store_dataset(store, official_split)
     data = MapDataset(store, dataset.clips(split), in_memory=_fits_in_memory(store, len(dataset.clips(split))))
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root}")
@@ -240,3 +244,14 @@ def predict_video(
 
 def default_dataset(videos: Path, test_fraction: float, seed: int) -> VideoDataset:
     return folder_dataset(videos, test_fraction=test_fraction, seed=seed)
+
+
+def dataset_for_extraction(
+    kind: str, videos: Path, splits_dir: Path | None, test_fraction: float, seed: int
+) -> VideoDataset:
+    """Every video of the dataset, whatever its split: one store serves all splits."""
+    if kind == "folder":
+        return default_dataset(videos, test_fraction, seed)
+    if splits_dir is None:
+        raise DatasetError(f"--dataset {kind} needs --splits (the folder of the official split files)")
+    return official_dataset(kind, videos, splits_dir, None)

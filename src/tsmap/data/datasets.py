@@ -95,9 +95,28 @@ def folder_dataset(root: Path | str, test_fraction: float = 0.3, seed: int = 0) 
     return VideoDataset(root, classes, {k: sorted(v, key=lambda c: c.key) for k, v in splits.items()}, spec)
 
 
-def open_dataset(spec: dict) -> VideoDataset:
-    """Rebuild a dataset from the spec a store recorded."""
+OFFICIAL_KINDS = ("hmdb51", "ucf101")
+
+
+def official_dataset(kind: str, root: Path | str, splits_dir: Path | str, split: int | None) -> VideoDataset:
+    """HMDB51 or UCF101 with official split 1, 2 or 3; ``split=None`` gives every clip of
+    the three splits (what extraction maps once and all splits then share)."""
+    from tsmap.data import splits as official
+
+    read = {"hmdb51": official.hmdb51_dataset, "ucf101": official.ucf101_dataset}[kind]
+    if split is not None:
+        return read(root, splits_dir, split)
+    parts = [read(root, splits_dir, s) for s in official.OFFICIAL_SPLITS]
+    union = {c.key: c for part in parts for c in part.clips()}
+    spec = {k: v for k, v in parts[0].spec.items() if k != "split"}
+    return VideoDataset(parts[0].root, parts[0].classes, {"all": sorted(union.values(), key=lambda c: c.key)}, spec)
+
+
+def open_dataset(spec: dict, split: int | None = None) -> VideoDataset:
+    """Rebuild a dataset from the spec a store recorded (``split``: official datasets only)."""
     kind = spec.get("kind")
     if kind == "folder":
         return folder_dataset(spec["root"], spec.get("test_fraction", 0.3), spec.get("seed", 0))
+    if kind in OFFICIAL_KINDS:
+        return official_dataset(kind, spec["root"], spec["splits_dir"], split if split is not None else 1)
     raise DatasetError(f"unknown dataset kind {kind!r} in spec {spec}")

@@ -222,8 +222,11 @@ def generate_demo_dataset(
     root.mkdir(parents=True, exist_ok=True)
     for name in config.classes:
         (root / name).mkdir(exist_ok=True)
-    jobs = [(label, i) for label in range(len(config.classes))
-            for i in range(config.train_per_class + config.test_per_class)]
+    jobs = [
+        (label, i)
+        for label in range(len(config.classes))
+        for i in range(config.train_per_class + config.test_per_class)
+    ]
     workers = workers or min(os.cpu_count() or 1, 4)
     records = []
     if workers > 1 and len(jobs) > 4:
