@@ -112,3 +112,30 @@ def test_help_explains_every_option(command):
     for action in sub._actions:
         if action.option_strings and action.dest != "help":
             assert action.help and len(action.help) > 10, f"{command} {action.option_strings} has no help"
+
+
+def test_demo_command_small(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = [
+        "--quiet",
+        "demo",
+        "--out",
+        str(out),
+        "--frames",
+        "8",
+        "--train-per-class",
+        "1",
+        "--test-per-class",
+        "1",
+        "--epochs",
+        "1",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "VideoMap head" in printed and "TSN (25-frame average)" in printed and "order pairs" in printed
+    results = json.loads((out / "run" / "results.json").read_text())
+    assert set(results["heads"]) == {"videomap", "tsn"}
+    assert (out / "run" / "confusion_videomap.png").is_file() and (out / "run" / "videomap.pt").is_file()
+    # A second run resumes: the videos and maps are already there and are not redone.
+    assert main(args) == 0
+    assert "0 mapped, 12 already in the store" in capsys.readouterr().out

@@ -67,6 +67,7 @@ class Scene:
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * self.xx / width + np.sin(angle) * self.yy / height)[..., None]
         c0, c1 = rng.uniform(20, 235, 3), rng.uniform(20, 235, 3)
+        self.endpoints = (c0, c1)
         self.background = (c0 + (c1 - c0) * (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)).astype(np.float32)
         # Drawing fresh Gaussian noise for every frame costs more than the encoder;
         # a per-video bank of noise frames, drawn from at random, looks the same.
@@ -87,6 +88,19 @@ class Scene:
         return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def object_colour(rng: np.random.Generator, scene: Scene, min_distance: float = 90.0) -> np.ndarray:
+    """A random colour that stands out from the whole background gradient.
+
+    Without it, some draws put a dark object on a dark background: a video whose
+    action is invisible, which no model could label.
+    """
+    for _ in range(100):
+        colour = rng.uniform(0, 255, 3)
+        if all(np.linalg.norm(colour - c) >= min_distance for c in scene.endpoints):
+            return colour.astype(np.float32)
+    return (255 - scene.endpoints[0]).astype(np.float32)
+
+
 def _progress_curve(n_frames: int, start: int, end: int) -> np.ndarray:
     """0 before the action, a smooth ramp 0 -> 1 during [start, end), 1 after."""
     t = (np.arange(n_frames) - start) / max(end - start - 1, 1)
@@ -97,7 +111,7 @@ def _progress_curve(n_frames: int, start: int, end: int) -> np.ndarray:
 def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end: int) -> list[np.ndarray]:
     w, h = FRAME_SIZES[rng.integers(len(FRAME_SIZES))]
     scene = Scene(rng, w, h)
-    colour = rng.uniform(0, 255, 3).astype(np.float32)
+    colour = object_colour(rng, scene)
     progress = _progress_curve(n, start, end)
     cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
     side = min(w, h)
