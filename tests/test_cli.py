@@ -138,4 +138,4 @@ def test_demo_command_small(tmp_path, capsys):
     assert (out / "run" / "confusion_videomap.png").is_file() and (out / "run" / "videomap.pt").is_file()
     # A second run resumes: the videos and maps are already there and are not redone.
     assert main(args) == 0
-    assert "0 mapped, 12 already in the store" in capsys.readouterr().out
+    assert "0 mapped, 24 already in the store" in capsys.readouterr().out
