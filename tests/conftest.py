@@ -12,6 +12,9 @@ from tsmap.data.synthetic import DemoConfig, generate_demo_dataset, write_video
 
 torch.set_num_threads(2)
 
+# Extraction options that keep test stores tiny: 8 frames per map, 64-pixel frames.
+TINY_MAPS = ["--frames", "8", "--image-size", "64", "--resize", "64"]
+
 
 def moving_square_frames(n: int, seed: int = 0, size: tuple[int, int] = (96, 80)) -> list[np.ndarray]:
     """A square that grows and changes colour: every frame is different."""

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from conftest import TINY_MAPS
 
 from tsmap.cli import build_parser, main
 
@@ -22,12 +23,7 @@ def trained(tiny_demo, tmp_path_factory):
                 str(tiny_demo),
                 "--store",
                 str(store),
-                "--frames",
-                "8",
-                "--image-size",
-                "64",
-                "--resize",
-                "64",
+                *TINY_MAPS,
             ]
         )
         == 0

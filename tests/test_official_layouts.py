@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import moving_square_frames, write_test_video
+from conftest import TINY_MAPS, moving_square_frames, write_test_video
 
 from tsmap.cli import main
 from tsmap.data.datasets import official_dataset
@@ -37,12 +37,7 @@ def test_hmdb51_layout_end_to_end(tmp_path, capsys):
                 str(splits),
                 "--store",
                 str(store),
-                "--frames",
-                "8",
-                "--image-size",
-                "64",
-                "--resize",
-                "64",
+                *TINY_MAPS,
             ]
         )
         == 0
