@@ -67,15 +67,21 @@ def main() -> None:
         ("bare backbone forward", backbone, 1.0),
         ("end-to-end extraction", summary.frames_per_second, summary.frames_per_second / backbone),
     ]
-    print(f"EfficientNet-Lite0 at {args.image_size} px, batch {args.batch_size}, T = {args.frames}, "
-          f"{len(clips)} videos, {torch.get_num_threads()} threads")
+    print(
+        f"EfficientNet-Lite0 at {args.image_size} px, batch {args.batch_size}, T = {args.frames}, "
+        f"{len(clips)} videos, {torch.get_num_threads()} threads"
+    )
     print(f"{'path':<24}{'frames/s':>10}{'x backbone':>12}")
     for name, fps, ratio in rows:
         print(f"{name:<24}{fps:>10.1f}{ratio:>12.2f}")
     RESULTS.mkdir(exist_ok=True)
     record = {
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "settings": vars(args) | {"video_root": str(args.video_root) if args.video_root else None},
         "videos": len(clips),
         "backbone_frames_per_s": backbone,

@@ -29,14 +29,26 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_store(p: argparse.ArgumentParser) -> None:
+def _add_store(p: argparse.ArgumentParser, several_splits: bool = False) -> None:
     p.add_argument("--store", type=Path, required=True, help="VideoMap store made by `tsmap extract`")
+    if several_splits:
+        p.add_argument(
+            "--split",
+            "--splits",
+            type=int,
+            nargs="+",
+            choices=[1, 2, 3],
+            default=[1],
+            help="official HMDB51/UCF101 split(s) to evaluate, e.g. --splits 1 2 3 for per-split figures and "
+            "their mean (heads from RUN/split<N>; ignored for folder datasets). Default: 1",
+        )
+        return
     p.add_argument(
         "--split",
         type=int,
         choices=[1, 2, 3],
         default=1,
-        help="official HMDB51/UCF101 split (ignored for folder datasets). Default: 1",
+        help="official HMDB51/UCF101 split; heads go to RUN/split<N> (ignored for folder datasets). Default: 1",
     )
 
 
@@ -154,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Top-1, top-5 and mean class accuracy of every head in RUN, written to RUN/results.json "
         "with confusion matrices (PNG and CSV).",
     )
-    _add_store(p)
+    _add_store(p, several_splits=True)
     p.add_argument("--run", type=Path, required=True, help="run folder made by `tsmap train`")
     p.add_argument("--subset", default="test", help="which part of the split to score: test or train. Default: test")
     _add_device(p)

@@ -64,9 +64,10 @@ def train_configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
 def cmd_train(args: argparse.Namespace) -> int:
     store = VideoMapStore.open(args.store)
     heads = list(pipeline.HEADS) if args.head == "both" else [args.head]
+    run = pipeline.run_folder(args.run, store, args.split)
     histories = pipeline.train(
         store,
-        args.run,
+        run,
         heads,
         train_configs(args),
         attention=args.attention,
@@ -78,16 +79,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         last = history[-1]
         print(
             f"{kind}: {len(history)} epochs, final loss {last['loss']:.3f}, train top-1 {last['train_top1']:.1%} "
-            f"-> {args.run / (kind + '.pt')}"
+            f"-> {run / (kind + '.pt')}"
         )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     store = VideoMapStore.open(args.store)
-    results = pipeline.evaluate(store, args.run, split=args.subset, device=args.device, official_split=args.split)
-    print(pipeline.format_table(results))
-    print(f"results: {args.run / 'results.json'}; confusion matrices: {args.run}/confusion_*.png")
+    per_split = {}
+    for split in args.split:
+        run = pipeline.run_folder(args.run, store, split)
+        per_split[split] = pipeline.evaluate(store, run, split=args.subset, device=args.device, official_split=split)
+        if len(args.split) > 1:
+            print(f"split {split}:")
+        print(pipeline.format_table(per_split[split]))
+        print(f"results: {run / 'results.json'}; confusion matrices: {run}/confusion_*.png")
+    if len(per_split) > 1:
+        summary = pipeline.mean_over_splits(per_split)
+        pipeline.write_json(args.run / "results_mean.json", summary)
+        print("\ntop-1 per split and means over the splits:")
+        print(pipeline.format_splits_table(summary))
+        print(f"results: {args.run / 'results_mean.json'}")
     return 0
 
 

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsmap.data.datasets import DatasetError, VideoDataset, folder_dataset, official_dataset, open_dataset
+from tsmap.data.datasets import (
+    OFFICIAL_KINDS,
+    DatasetError,
+    VideoDataset,
+    folder_dataset,
+    official_dataset,
+    open_dataset,
+)
 from tsmap.data.video import FrameGeometry
 from tsmap.evaluation.metrics import confusion_matrix, summarize
 from tsmap.evaluation.plots import plot_confusion
@@ -223,6 +230,42 @@ def format_table(results: dict) -> str:
     for kind, figures in heads.items():
         cells = "".join(f"{figures[k] * 100:>19.1f}%" if figures.get(k) is not None else f"{'-':>20}" for k in keys)
         lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def run_folder(run_dir: Path, store: VideoMapStore, split: int) -> Path:
+    """Where the heads of one split live: RUN/split<N> for official datasets, else RUN."""
+    kind = (store.settings.get("source") or {}).get("kind")
+    return run_dir / f"split{split}" if kind in OFFICIAL_KINDS else run_dir
+
+
+def mean_over_splits(per_split: dict[int, dict]) -> dict:
+    """Mean and spread of every figure over the official splits (the paper's Table IV protocol)."""
+    heads = set.intersection(*(set(r["heads"]) for r in per_split.values()))
+    out: dict = {"splits": sorted(per_split), "heads": {}}
+    for kind in sorted(heads, key=HEADS.index):
+        figures = {}
+        for key in ("top1", "top5", "mean_class_accuracy"):
+            values = np.array([per_split[s]["heads"][kind][key] for s in sorted(per_split)])
+            figures[key] = float(values.mean())
+            figures[f"{key}_std"] = float(values.std())
+            figures[f"{key}_per_split"] = values.tolist()
+        out["heads"][kind] = figures
+    return out
+
+
+def format_splits_table(summary: dict) -> str:
+    splits = summary["splits"]
+    width = max(len(HEAD_LABELS[k]) for k in summary["heads"]) + 2
+    cols = [f"split {s}" for s in splits] + ["mean top-1", "mean top-5", "mean class acc."]
+    lines = [f"{'model':<{width}}" + "".join(f"{c:>17}" for c in cols)]
+    for kind, f in summary["heads"].items():
+        cells = [v * 100 for v in f["top1_per_split"]] + [
+            f["top1"] * 100,
+            f["top5"] * 100,
+            f["mean_class_accuracy"] * 100,
+        ]
+        lines.append(f"{HEAD_LABELS[kind]:<{width}}" + "".join(f"{c:>16.1f}%" for c in cells))
     return "\n".join(lines)
 
 

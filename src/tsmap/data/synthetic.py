@@ -49,7 +49,7 @@ class DemoConfig:
     train_per_class: int = 16
     test_per_class: int = 8
     min_frames: int = 40
-    max_frames: int = 240
+    max_frames: int = 160
     seed: int = 0
 
     @property
