@@ -153,11 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train the VideoMap head and/or the TSN baseline on a store",
         description="Train heads on the training split of the store's dataset. "
-        "Checkpoints go to RUN/videomap.pt and RUN/tsn.pt.",
+        "Checkpoints go to RUN/videomap.pt and RUN/tsn.pt (RUN/split<N>/ for HMDB51/UCF101). "
+        "After every epoch the training state is saved, so a killed run continues where it stopped "
+        "when rerun; a head already trained with the same settings is kept.",
     )
     _add_store(p)
     p.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and results")
     _add_train_options(p, epochs=100, batch_size=128, lr_step=10_000)
+    p.add_argument(
+        "--force", action="store_true", help="retrain heads even when RUN holds them trained with the same settings"
+    )
     _add_device(p)
 
     p = sub.add_parser(

@@ -74,6 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         show_progress=not args.quiet,
         official_split=args.split,
+        force=args.force,
     )
     for kind, history in histories.items():
         last = history[-1]

@@ -31,7 +31,7 @@ from tsmap.frames.encoder import FrameEncoder
 from tsmap.heads.checkpoint import load_head, save_head
 from tsmap.heads.tsn import TSNHead
 from tsmap.heads.videomap_head import VideoMapHead
-from tsmap.training import TrainConfig, score_maps, train_head
+from tsmap.training import TrainConfig, score_maps, seed_everything, train_head
 from tsmap.videomap.extract import ExtractionSummary, extract_clips, extraction_settings, video_to_map
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import StoreError, VideoMapStore
@@ -117,6 +117,7 @@ def train(
     device: str = "auto",
     show_progress: bool = True,
     official_split: int | None = None,
+    force: bool = False,
 ) -> dict[str, list[dict]]:
     device = resolve_device(device)
     dataset = store_dataset(store, official_split)
@@ -131,10 +132,25 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     histories = {}
     for kind in heads:
+        seed_everything(configs[kind].seed)  # the initial weights too, so a rerun gives the same head
         model = make_head(kind, len(dataset.classes), store, attention)
+        path = run_dir / f"{kind}.pt"
+        done = _finished_history(path, model, configs[kind], len(data)) if not force else None
+        if done is not None:
+            print(f"{kind}: already trained with these settings in {path} (--force retrains)")
+            histories[kind] = done
+            continue
+        # A killed run leaves its last finished epoch here; the next run continues from it.
+        state_path = run_dir / f"{kind}.training-state.pt"
         start = time.perf_counter()
         history = train_head(
-            model, data, configs[kind], device=device, show_progress=show_progress, desc=f"train {kind}"
+            model,
+            data,
+            configs[kind],
+            device=device,
+            show_progress=show_progress,
+            desc=f"train {kind}",
+            state_path=state_path,
         )
         extra = {
             "train_config": configs[kind].to_dict(),
@@ -143,9 +159,27 @@ def train(
             "split": split,
             "num_train_videos": len(data),
         }
-        save_head(run_dir / f"{kind}.pt", model, dataset.classes, store.settings, extra)
+        save_head(path, model, dataset.classes, store.settings, extra)
+        state_path.unlink(missing_ok=True)
         histories[kind] = history
     return histories
+
+
+def _finished_history(path: Path, model: torch.nn.Module, config: TrainConfig, num_maps: int) -> list[dict] | None:
+    """The history of a head already trained at ``path`` with the same settings, else None."""
+    if not path.is_file():
+        return None
+    try:
+        _, payload = load_head(path)
+    except ValueError:
+        return None
+    extra = payload["extra"]
+    same = (
+        payload["config"] == model.config
+        and extra.get("train_config") == config.to_dict()
+        and extra.get("num_train_videos") == num_maps
+    )
+    return extra.get("history") if same else None
 
 
 def _fits_in_memory(store: VideoMapStore, count: int, budget_bytes: int = 2 << 30) -> bool:

@@ -5,13 +5,20 @@ The recipe is the paper's: SGD (momentum 0.9, weight decay 5e-4), base learning 
 128 maps, cross-entropy; plus TSN's gradient clipping at norm 20. Note that at the
 paper's sizes the step never fires on HMDB51 (100 epochs x 28 iterations = 2,800), so
 the paper trains at a constant 0.01; short runs (the demo) set a smaller ``lr_step``.
+
+Training survives being killed: after every epoch the whole training state (weights,
+optimizer, scheduler, random generators, history) is written atomically to a state
+file, and a rerun with the same settings continues from the last finished epoch,
+reaching the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,8 +61,13 @@ def train_head(
     device: str = "cpu",
     show_progress: bool = True,
     desc: str = "train",
+    state_path: Path | None = None,
 ) -> list[dict]:
-    """Train in place; returns one record (loss, accuracy, lr) per epoch."""
+    """Train in place; returns one record (loss, accuracy, lr) per epoch.
+
+    With ``state_path``, the training state is saved there after every epoch and a
+    state left by a killed run with the same settings is resumed from.
+    """
     generator = seed_everything(config.seed)
     fit_standardizer(model, data)
     model.to(device).train()
@@ -65,8 +77,19 @@ def train_head(
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.1)
     loss_fn = nn.CrossEntropyLoss()
-    history = []
-    bar = tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not show_progress, dynamic_ncols=True)
+    history: list[dict] = []
+    identity = {"config": config.to_dict(), "model": model.config, "num_maps": len(data)}
+    if state_path is not None:
+        history = _resume(state_path, identity, model, optimizer, scheduler, generator, device)
+    bar = tqdm(
+        range(len(history), config.epochs),
+        desc=desc,
+        unit="epoch",
+        initial=len(history),
+        total=config.epochs,
+        disable=not show_progress,
+        dynamic_ncols=True,
+    )
     for epoch in bar:
         total_loss, correct, seen = 0.0, 0, 0
         for maps, labels in loader:
@@ -91,7 +114,50 @@ def train_head(
         }
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.2f}")
+        if state_path is not None:
+            _save_state(state_path, identity, model, optimizer, scheduler, generator, history)
     model.eval()
+    return history
+
+
+def _save_state(path: Path, identity: dict, model, optimizer, scheduler, generator, history: list[dict]) -> None:
+    state = {
+        "identity": identity,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": generator.get_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": history,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # the previous epoch's state stays whole until this instant
+
+
+def _resume(path: Path, identity: dict, model, optimizer, scheduler, generator, device: str) -> list[dict]:
+    """Load a killed run's state into the objects; returns its history ([] = start afresh)."""
+    if not path.is_file():
+        return []
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # an unreadable state file only costs the epochs it held
+        print(f"note: ignoring unreadable training state {path} ({exc}); starting afresh")
+        return []
+    if state.get("identity") != identity:
+        print(f"note: {path} was left by a run with other settings; starting afresh")
+        return []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    generator.set_state(state["loader_rng"].cpu())
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    history = state["history"]
+    print(f"resuming {path.name} after epoch {len(history)} of {identity['config']['epochs']}")
     return history
 
 
