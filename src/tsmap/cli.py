@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("tsmap-demo"), help="output folder (videos, store, run). Default: ./tsmap-demo"
     )
     p.add_argument("--frames", type=int, default=32, help="frames per VideoMap, T. Default: 32 (real datasets use 256)")
-    p.add_argument("--train-per-class", type=int, default=32, help="training videos per class. Default: 32")
-    p.add_argument("--test-per-class", type=int, default=8, help="test videos per class. Default: 8")
-    p.add_argument("--epochs", type=int, default=10, help="epochs of the VideoMap head. Default: 10")
+    p.add_argument("--train-per-class", type=int, default=64, help="training videos per class. Default: 64")
+    p.add_argument("--test-per-class", type=int, default=12, help="test videos per class. Default: 12")
+    p.add_argument("--epochs", type=int, default=6, help="epochs of the VideoMap head. Default: 6")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated videos and of training. Default: 0")
     _add_device(p)
 

@@ -137,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_extraction(summary, store)
 
     print("[3/4] training the VideoMap head (A0A1A2 attention) and the TSN baseline on the same features")
-    # A short schedule for ~400 maps: the paper's SGD at half its lr (batches of 16, not
+    # A short schedule for ~770 maps: the paper's SGD at half its lr (batches of 16, not
     # 128), stronger weight decay for the small set, and one step decay after 70 %.
     steps_per_epoch = -(-len(dataset.clips("train")) // DEMO_BATCH)
     configs = {
