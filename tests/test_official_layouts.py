@@ -71,3 +71,34 @@ def test_hmdb51_layout_end_to_end(tmp_path, capsys):
 
     assert main(["extract", "--dataset", "hmdb51", "--videos", str(videos), "--store", str(store)]) == 2
     assert "needs --splits" in capsys.readouterr().err
+
+
+def test_list_dataset_end_to_end(tiny_demo, tmp_path, capsys):
+    """mmaction2-style '<path> <label>' lists with integer labels and a classes file."""
+    classes = sorted(p.name for p in tiny_demo.iterdir() if p.is_dir())
+    lists = {}
+    for split in ("train", "test"):
+        keys = (tiny_demo / f"{split}.txt").read_text().split()
+        lines = [f"{key} {classes.index(key.split('/')[0])}" for key in keys]
+        if split == "train":
+            lines.append(lines[0])  # a duplicate line is reported, not fatal
+        lists[split] = tmp_path / f"{split}_list.txt"
+        lists[split].write_text("\n".join(lines) + "\n")
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+
+    store, run = tmp_path / "store", tmp_path / "run"
+    extract = ["--quiet", "extract", "--dataset", "list", "--videos", str(tiny_demo), "--store", str(store)]
+    lists_args = ["--train-list", str(lists["train"]), "--test-list", str(lists["test"])]
+    assert main([*extract, *lists_args, "--classes", str(tmp_path / "classes.txt"), *TINY_MAPS]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {lists['train']}:" in out and "duplicate of line 1" in out
+    assert main(["--quiet", "train", "--store", str(store), "--run", str(run), "--epochs", "1"]) == 0
+    assert main(["--quiet", "evaluate", "--store", str(store), "--run", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["num_videos"] == len((tiny_demo / "test.txt").read_text().split())
+    assert results["classes"] == classes
+
+    assert main(["extract", "--dataset", "list", "--videos", str(tiny_demo), "--store", str(store)]) == 2
+    assert "needs --train-list and --test-list" in capsys.readouterr().err
+    per_class = results["heads"]["videomap"]["per_class_accuracy"]
+    assert len(per_class) == len(classes) and all(a is None or 0 <= a <= 1 for a in per_class)

@@ -108,3 +108,16 @@ def test_state_from_other_settings_is_not_resumed(store, tmp_path, capsys):
     retrained = torch.load(run / "videomap.pt", weights_only=True)
     assert len(retrained["extra"]["history"]) == 3
     assert len(payload["extra"]["history"]) == 2
+
+
+def test_memory_mapped_training_matches_in_memory(store, tmp_path):
+    weights = {}
+    for name, extra in [("memory", []), ("mmap", ["--memory-budget", "0"]), ("crop", ["--temporal-crop", "0.7"])]:
+        run = tmp_path / name
+        args = ["--quiet", "train", "--store", str(store), "--run", str(run), "--head", "videomap"]
+        assert main([*args, "--epochs", "2", "--batch-size", "4", *extra]) == 0
+        weights[name] = torch.load(run / "videomap.pt", weights_only=True)["state_dict"]
+    for key, value in weights["memory"].items():
+        assert torch.equal(weights["mmap"][key], value), key
+    # The crop changes what the head sees, so it changes the weights it learns.
+    assert not torch.equal(weights["crop"]["fc.weight"], weights["memory"]["fc.weight"])

@@ -52,6 +52,13 @@ def _add_store(p: argparse.ArgumentParser, several_splits: bool = False) -> None
     )
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr_step: int) -> None:
     p.add_argument(
         "--head",
@@ -75,6 +82,15 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int,
         type=int,
         default=lr_step,
         help=f"divide the learning rate by 10 every this many iterations. Default: {lr_step}",
+    )
+    p.add_argument(
+        "--temporal-crop",
+        type=_fraction,
+        default=1.0,
+        metavar="FRACTION",
+        help="augmentation: each training map is replaced by T rows sampled uniformly from a random window "
+        "covering at least FRACTION of it (order kept), like sampling the video at another offset. "
+        "Default: 1.0 (off)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed for initialisation and batch order. Default: 0")
 
@@ -115,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--videos",
         type=Path,
         required=True,
-        help="dataset root: <class>/<video> folders; train.txt/test.txt there (relative paths) fix the split",
+        help="dataset root: <class>/<video> folders, where train.txt/test.txt (relative paths) fix the split; "
+        "with --dataset list, the folder the list files' paths are relative to",
     )
     p.add_argument("--store", type=Path, required=True, help="VideoMap store folder (created if missing)")
     p.add_argument("--frames", type=int, default=256, help="frames per VideoMap, T. Default: 256 (the paper's)")
@@ -129,10 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="frames per ConvNet batch. Default: 16")
     p.add_argument(
         "--dataset",
-        choices=["folder", "hmdb51", "ucf101"],
+        choices=["folder", "list", "hmdb51", "ucf101"],
         default="folder",
-        help="layout of --videos: 'folder' (any <class>/<video> tree), or HMDB51/UCF101 as unpacked from their "
-        "official archives, with --splits. Default: folder",
+        help="layout of --videos: 'folder' (any <class>/<video> tree); 'list' (--train-list/--test-list files of "
+        "'<path> <label>' lines, mmaction2 style); or HMDB51/UCF101 as unpacked from their official archives, "
+        "with --splits. Default: folder",
+    )
+    p.add_argument("--train-list", type=Path, help="--dataset list: the training list file ('<path> <label>' lines)")
+    p.add_argument("--test-list", type=Path, help="--dataset list: the test list file")
+    p.add_argument(
+        "--classes",
+        type=Path,
+        help="--dataset list: class names, one a line, line 1 = label 0 (default: the labels themselves)",
     )
     p.add_argument(
         "--splits",
@@ -162,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p, epochs=100, batch_size=128, lr_step=10_000)
     p.add_argument(
         "--force", action="store_true", help="retrain heads even when RUN holds them trained with the same settings"
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        default=2.0,
+        metavar="GIB",
+        help="load the training maps into memory when they take at most this many GiB (float16); "
+        "larger stores are read memory-mapped from disk. Default: 2",
     )
     _add_device(p)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tsmap import pipeline
-from tsmap.data.datasets import DatasetError
+from tsmap.data.datasets import DatasetError, VideoDataset
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import VideoError
 from tsmap.training import TrainConfig
@@ -23,6 +23,12 @@ USER_ERRORS = (DatasetError, StoreError, VideoError, ExtractionAborted, FileNotF
 # upscaling to 224 (3x fewer FLOPs per frame, same information).
 DEMO_IMAGE_SIZE = 128
 DEMO_BATCH = 16
+
+
+def print_problems(dataset: VideoDataset) -> None:
+    """What did not stop the dataset but deserves a look (duplicates, overlaps, missing videos)."""
+    for line in dataset.problems:
+        print(f"warning: {line}")
 
 
 def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
@@ -40,8 +46,16 @@ def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     dataset = pipeline.dataset_for_extraction(
-        args.dataset, args.videos, args.splits, args.test_fraction, args.split_seed
+        args.dataset,
+        args.videos,
+        splits_dir=args.splits,
+        test_fraction=args.test_fraction,
+        seed=args.split_seed,
+        train_list=args.train_list,
+        test_list=args.test_list,
+        classes_file=args.classes,
     )
+    print_problems(dataset)
     options = pipeline.ExtractOptions(
         frames=args.frames,
         backbone=args.backbone,
@@ -57,7 +71,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def train_configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
-    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, seed=args.seed)
+    base = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_step=args.lr_step,
+        temporal_crop=args.temporal_crop,
+        seed=args.seed,
+    )
     return {"videomap": base, "tsn": base}
 
 
@@ -75,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         official_split=args.split,
         force=args.force,
+        memory_budget_gib=args.memory_budget,
     )
     for kind, history in histories.items():
         last = history[-1]
@@ -129,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         generate_demo_dataset(out / "videos", config, progress=bar.update)
 
     print(f"[2/4] extracting VideoMaps (T = {args.frames}, EfficientNet-Lite0 at {DEMO_IMAGE_SIZE} px)")
-    dataset = pipeline.default_dataset(out / "videos", 0.3, 0)
+    dataset = pipeline.dataset_for_extraction("folder", out / "videos")
     options = pipeline.ExtractOptions(
         frames=args.frames, image_size=DEMO_IMAGE_SIZE, resize=DEMO_IMAGE_SIZE, device=args.device
     )

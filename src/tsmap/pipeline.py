@@ -21,11 +21,12 @@ from tsmap.data.datasets import (
     DatasetError,
     VideoDataset,
     folder_dataset,
+    list_dataset,
     official_dataset,
     open_dataset,
 )
 from tsmap.data.video import FrameGeometry
-from tsmap.evaluation.metrics import confusion_matrix, summarize
+from tsmap.evaluation.metrics import confusion_matrix, per_class_accuracy, summarize
 from tsmap.evaluation.plots import plot_confusion
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.heads.checkpoint import load_head, save_head
@@ -118,10 +119,12 @@ def train(
     show_progress: bool = True,
     official_split: int | None = None,
     force: bool = False,
+    memory_budget_gib: float = 2.0,
 ) -> dict[str, list[dict]]:
     device = resolve_device(device)
     dataset = store_dataset(store, official_split)
-    data = MapDataset(store, dataset.clips(split), in_memory=_fits_in_memory(store, len(dataset.clips(split))))
+    clips = dataset.clips(split)
+    data = MapDataset(store, clips, in_memory=_fits_in_memory(store, len(clips), int(memory_budget_gib * 2**30)))
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root}: run `tsmap extract` first")
     if data.missing:
@@ -183,8 +186,9 @@ def _finished_history(path: Path, model: torch.nn.Module, config: TrainConfig, n
 
 
 def _fits_in_memory(store: VideoMapStore, count: int, budget_bytes: int = 2 << 30) -> bool:
-    # float32 copies of every map; above the budget, maps stay memory-mapped on disk.
-    return count * store.num_frames * store.feature_dim * 4 <= budget_bytes
+    # In-memory maps stay float16 as stored; above the budget they stay memory-mapped on
+    # disk and the page cache decides what is resident.
+    return count * store.num_frames * store.feature_dim * 2 <= budget_bytes
 
 
 # -- evaluate --------------------------------------------------------------------
@@ -208,7 +212,13 @@ def evaluate(
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root}")
     paired = order_pair_classes(dataset)
-    results: dict = {"split": split, "num_videos": len(data), "missing_videos": data.missing, "heads": {}}
+    results: dict = {
+        "split": split,
+        "num_videos": len(data),
+        "missing_videos": data.missing,
+        "classes": dataset.classes,
+        "heads": {},
+    }
     found = [k for k in HEADS if (run_dir / f"{k}.pt").is_file()]
     if not found:
         raise FileNotFoundError(f"no trained head in {run_dir} (expected {' or '.join(f'{k}.pt' for k in HEADS)})")
@@ -224,6 +234,8 @@ def evaluate(
                 float(np.mean(scores[~mask].argmax(1) == labels[~mask])) if (~mask).any() else None
             )
         cm = confusion_matrix(scores.argmax(1), labels, len(dataset.classes))
+        # NaN (no test video of the class) becomes null in the JSON.
+        figures["per_class_accuracy"] = [None if np.isnan(a) else float(a) for a in per_class_accuracy(cm)]
         _write_confusion_csv(run_dir / f"confusion_{kind}.csv", cm, dataset.classes)
         plot_confusion(
             cm,
@@ -319,16 +331,23 @@ def predict_video(
     return [(meta["classes"][i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=False)]
 
 
-def default_dataset(videos: Path, test_fraction: float, seed: int) -> VideoDataset:
-    return folder_dataset(videos, test_fraction=test_fraction, seed=seed)
-
-
 def dataset_for_extraction(
-    kind: str, videos: Path, splits_dir: Path | None, test_fraction: float, seed: int
+    kind: str,
+    videos: Path,
+    splits_dir: Path | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    train_list: Path | None = None,
+    test_list: Path | None = None,
+    classes_file: Path | None = None,
 ) -> VideoDataset:
     """Every video of the dataset, whatever its split: one store serves all splits."""
     if kind == "folder":
-        return default_dataset(videos, test_fraction, seed)
+        return folder_dataset(videos, test_fraction=test_fraction, seed=seed)
+    if kind == "list":
+        if train_list is None or test_list is None:
+            raise DatasetError("--dataset list needs --train-list and --test-list ('<path> <label>' lines)")
+        return list_dataset(videos, train_list, test_list, classes_file)
     if splits_dir is None:
         raise DatasetError(f"--dataset {kind} needs --splits (the folder of the official split files)")
     return official_dataset(kind, videos, splits_dir, None)

@@ -26,6 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tsmap.videomap.augment import temporal_crop_batch
+
 
 @dataclass
 class TrainConfig:
@@ -36,6 +38,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     clip_grad_norm: float = 20.0
+    temporal_crop: float = 1.0  # min share of a map's rows kept by the random temporal crop (1 = off)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -93,6 +96,7 @@ def train_head(
     for epoch in bar:
         total_loss, correct, seen = 0.0, 0, 0
         for maps, labels in loader:
+            maps = temporal_crop_batch(maps, config.temporal_crop)
             maps, labels = maps.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             scores = model(maps)
             loss = loss_fn(scores, labels)
