@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_MAPS
 
+from tsmap.cli import main
 from tsmap.data.datasets import folder_dataset
 from tsmap.data.video import FrameGeometry
 from tsmap.videomap.extract import ExtractionAborted, extract_clips, extraction_settings
@@ -129,3 +131,46 @@ def test_killed_extraction_resumes_without_loss(tmp_path, tiny_demo):
     after = list(VideoMapStore.open(store_dir).keys())
     assert len(after) == total
     assert not any(p.name.startswith(".tmp-") for p in maps.rglob("*"))
+
+
+def _audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_every_kind_of_bad_video_is_reported_and_the_rest_finish(tmp_path, tiny_demo, capsys):
+    root = _copy_dataset(tiny_demo, tmp_path / "videos", classes=12)
+    for name in ("train.txt", "test.txt"):
+        shutil.copy(tiny_demo / name, root / name)
+    keys = (root / "train.txt").read_text().split()
+    good = (root / keys[0]).read_bytes()
+    bad = {
+        keys[1]: lambda p: p.write_bytes(b""),  # zero bytes
+        keys[2]: lambda p: p.write_bytes(good[: len(good) // 2]),  # truncated mid-file
+        keys[3]: lambda p: p.write_text("this is not a video\n"),  # unsupported content
+        keys[4]: lambda p: (p.unlink(), _audio_only(p.with_suffix(".mkv")), p.with_suffix(".mkv").rename(p)),
+        keys[5]: lambda p: p.unlink(),  # listed in train.txt, missing on disk
+    }
+    for key, damage in bad.items():
+        damage(root / key)
+    store = tmp_path / "store"
+    code = main(["--quiet", "extract", "--videos", str(root), "--store", str(store), *TINY_MAPS])
+    assert code == 0
+    out = capsys.readouterr().out
+    failures = VideoMapStore.open(store).failures()
+    assert set(failures) == set(bad)
+    for key in bad:  # the end summary names every bad file with its reason
+        assert f"failed: {key}: {failures[key]}" in out
+    assert "no video stream" in failures[keys[4]] and "not found" in failures[keys[5]]
+    total = len(folder_dataset(root).clips())
+    assert len(list(VideoMapStore.open(store).keys())) == total - len(bad)
+    assert f"{total - len(bad)} mapped" in out and f"{len(bad)} failed" in out
+    assert "listed videos do not exist" in out  # the dataset check warned before extracting
