@@ -183,7 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
         "when rerun; a head already trained with the same settings is kept.",
     )
     _add_store(p)
-    p.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and results")
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        type=Path,
+        required=True,
+        help="run folder for checkpoints and results (spell it --run-dir under torchrun, whose own --run-path "
+        "option makes --run ambiguous)",
+    )
     _add_train_options(p, epochs=100, batch_size=128, lr_step=10_000)
     p.add_argument(
         "--force", action="store_true", help="retrain heads even when RUN holds them trained with the same settings"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from tsmap import pipeline
+from tsmap import distributed, pipeline
 from tsmap.data.datasets import DatasetError, VideoDataset
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import VideoError
@@ -17,7 +19,21 @@ from tsmap.videomap.extract import ExtractionAborted, ExtractionSummary
 from tsmap.videomap.store import StoreError, VideoMapStore
 
 # Mistakes a user can make: reported in one line, without a traceback.
-USER_ERRORS = (DatasetError, StoreError, VideoError, ExtractionAborted, FileNotFoundError, FloatingPointError)
+
+
+class UsageError(Exception):
+    """A command used in a way it does not support."""
+
+
+USER_ERRORS = (
+    DatasetError,
+    StoreError,
+    VideoError,
+    ExtractionAborted,
+    FileNotFoundError,
+    FloatingPointError,
+    UsageError,
+)
 
 # The demo's videos are 112-160 pixels on a side: encode them at 128 rather than
 # upscaling to 224 (3x fewer FLOPs per frame, same information).
@@ -202,4 +218,17 @@ COMMANDS = {
 
 
 def run_command(args: argparse.Namespace) -> int:
-    return COMMANDS[args.command](args)
+    if not distributed.launched_by_torchrun():
+        return COMMANDS[args.command](args)
+    if args.command not in ("extract", "train"):
+        raise UsageError(f"`tsmap {args.command}` runs in one process; only extract and train run under torchrun")
+    _, args.device = distributed.setup(pipeline.resolve_device(args.device))
+    try:
+        if distributed.current().is_main:
+            return COMMANDS[args.command](args)
+        # The other ranks work silently; rank 0 prints the progress and the summary.
+        args.quiet = True
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COMMANDS[args.command](args)
+    finally:
+        distributed.teardown()

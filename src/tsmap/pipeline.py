@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tsmap import distributed
 from tsmap.data.datasets import (
     OFFICIAL_KINDS,
     DatasetError,
@@ -33,7 +34,7 @@ from tsmap.heads.checkpoint import load_head, save_head
 from tsmap.heads.tsn import TSNHead
 from tsmap.heads.videomap_head import VideoMapHead
 from tsmap.training import TrainConfig, score_maps, seed_everything, train_head
-from tsmap.videomap.extract import ExtractionSummary, extract_clips, extraction_settings, video_to_map
+from tsmap.videomap.extract import ExtractionSummary, extract_clips, extraction_settings, shard, video_to_map
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import StoreError, VideoMapStore
 
@@ -72,22 +73,34 @@ def extract(
     dataset: VideoDataset, store_dir: Path, options: ExtractOptions, show_progress: bool = True
 ) -> tuple[VideoMapStore, ExtractionSummary]:
     device = resolve_device(options.device)
+    world = distributed.current()
     encoder = FrameEncoder(options.backbone, device=device, batch_size=options.batch_size)
     geometry = FrameGeometry(options.image_size, options.resize)
     settings = extraction_settings(encoder, options.frames, geometry)
-    store = VideoMapStore.create_or_open(store_dir, settings, source=dataset.spec)
-    store.remove_stale_temporaries()
-    clips = dataset.clips()
+    # Under torchrun, rank 0 creates the store and clears what a killed run left before
+    # the others start writing; then each rank maps its own shard.
+    if world.is_main:
+        store = VideoMapStore.create_or_open(store_dir, settings, source=dataset.spec)
+        store.remove_stale_temporaries()
+    distributed.barrier()
+    if not world.is_main:
+        store = VideoMapStore.create_or_open(store_dir, settings, source=dataset.spec)
     summary = extract_clips(
-        clips,
+        shard(dataset.clips(), world.rank, world.size),
         dataset.root,
         store,
         encoder,
         geometry,
         strict=options.strict,
         decode_workers=options.decode_workers,
-        show_progress=show_progress,
+        show_progress=show_progress and world.is_main,
+        forget_failures=world.size == 1,
     )
+    if world.size > 1:
+        summary = ExtractionSummary.combine(distributed.gather_objects(summary))
+        distributed.barrier()
+        if world.is_main:
+            store.clear_failures({key for key in store.failures() if store.has(key)})
     return store, summary
 
 
@@ -162,8 +175,10 @@ def train(
             "split": split,
             "num_train_videos": len(data),
         }
-        save_head(path, model, dataset.classes, store.settings, extra)
-        state_path.unlink(missing_ok=True)
+        if distributed.current().is_main:
+            extra["world_size"] = distributed.current().size
+            save_head(path, model, dataset.classes, store.settings, extra)
+            state_path.unlink(missing_ok=True)
         histories[kind] = history
     return histories
 

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from tsmap import distributed
 from tsmap.videomap.augment import temporal_crop_batch
 
 
@@ -69,19 +71,30 @@ def train_head(
     """Train in place; returns one record (loss, accuracy, lr) per epoch.
 
     With ``state_path``, the training state is saved there after every epoch and a
-    state left by a killed run with the same settings is resumed from.
+    state left by a killed run with the same settings is resumed from. Under torchrun
+    the model is wrapped in DistributedDataParallel and every rank takes
+    ``batch_size / world size`` maps a step, so the global batch stays ``batch_size``;
+    only rank 0 writes the state.
     """
+    world = distributed.current()
     generator = seed_everything(config.seed)
     fit_standardizer(model, data)
     model.to(device).train()
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=False)
+    sampler = None
+    if world.size > 1:
+        sampler = DistributedSampler(data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed)
+        loader = DataLoader(data, batch_size=max(1, config.batch_size // world.size), sampler=sampler)
+        forward: nn.Module = DistributedDataParallel(model)
+    else:
+        loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator)
+        forward = model
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.1)
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict] = []
-    identity = {"config": config.to_dict(), "model": model.config, "num_maps": len(data)}
+    identity = {"config": config.to_dict(), "model": model.config, "num_maps": len(data), "world_size": world.size}
     if state_path is not None:
         history = _resume(state_path, identity, model, optimizer, scheduler, generator, device)
     bar = tqdm(
@@ -90,15 +103,17 @@ def train_head(
         unit="epoch",
         initial=len(history),
         total=config.epochs,
-        disable=not show_progress,
+        disable=not show_progress or not world.is_main,
         dynamic_ncols=True,
     )
     for epoch in bar:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         total_loss, correct, seen = 0.0, 0, 0
         for maps, labels in loader:
             maps = temporal_crop_batch(maps, config.temporal_crop)
             maps, labels = maps.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            scores = model(maps)
+            scores = forward(maps)
             loss = loss_fn(scores, labels)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {loss.item()})")
@@ -110,6 +125,7 @@ def train_head(
             total_loss += loss.item() * len(labels)
             correct += int((scores.argmax(1) == labels).sum())
             seen += len(labels)
+        total_loss, correct, seen = distributed.sum_across([total_loss, correct, seen], device)
         record = {
             "epoch": epoch + 1,
             "loss": total_loss / seen,
@@ -118,7 +134,7 @@ def train_head(
         }
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.2f}")
-        if state_path is not None:
+        if state_path is not None and world.is_main:
             _save_state(state_path, identity, model, optimizer, scheduler, generator, history)
     model.eval()
     return history
@@ -161,7 +177,8 @@ def _resume(path: Path, identity: dict, model, optimizer, scheduler, generator, 
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
     history = state["history"]
-    print(f"resuming {path.name} after epoch {len(history)} of {identity['config']['epochs']}")
+    if distributed.current().is_main:
+        print(f"resuming {path.name} after epoch {len(history)} of {identity['config']['epochs']}")
     return history
 
 

@@ -57,6 +57,17 @@ class ExtractionSummary:
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    @classmethod
+    def combine(cls, parts: Sequence[ExtractionSummary]) -> ExtractionSummary:
+        """The summary of shards extracted side by side (time is the slowest shard's)."""
+        out = cls(seconds=max((p.seconds for p in parts), default=0.0))
+        for p in parts:
+            out.done += p.done
+            out.skipped += p.skipped
+            out.frames += p.frames
+            out.failed.update(p.failed)
+        return out
+
 
 class ExtractionAborted(Exception):
     """--strict extraction stopped at a bad video (the maps written so far are kept)."""
@@ -78,8 +89,13 @@ def extract_clips(
     decode_workers: int = 2,
     show_progress: bool = True,
     desc: str = "extract",
+    forget_failures: bool = True,
 ) -> ExtractionSummary:
-    """Map every clip not yet in ``store``; bad videos are recorded and skipped (or, strict, fatal)."""
+    """Map every clip not yet in ``store``; bad videos are recorded and skipped (or, strict, fatal).
+
+    ``forget_failures`` drops earlier failures of the videos mapped now; shards running
+    side by side leave that to one process at the end, as it rewrites the failures file.
+    """
     summary = ExtractionSummary()
     todo = [c for c in clips if not store.has(c.key)]
     summary.skipped = len(clips) - len(todo)
@@ -123,6 +139,6 @@ def extract_clips(
                 future.cancel()
             bar.close()
             summary.seconds = time.perf_counter() - start
-            if done_keys:
+            if done_keys and forget_failures:
                 store.clear_failures(done_keys)
     return summary
