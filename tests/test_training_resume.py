@@ -11,6 +11,11 @@ import torch
 from conftest import TINY_MAPS
 
 from tsmap.cli import main
+from tsmap.heads.videomap_head import VideoMapHead
+from tsmap.pipeline import store_dataset
+from tsmap.training import TrainConfig, train_head
+from tsmap.videomap.loader import MapDataset
+from tsmap.videomap.store import VideoMapStore
 
 EPOCHS = 80
 
@@ -121,3 +126,20 @@ def test_memory_mapped_training_matches_in_memory(store, tmp_path):
         assert torch.equal(weights["mmap"][key], value), key
     # The crop changes what the head sees, so it changes the weights it learns.
     assert not torch.equal(weights["crop"]["fc.weight"], weights["memory"]["fc.weight"])
+
+
+def test_micro_batches_give_the_same_update(store):
+    """Gradient accumulation over micro-batches equals the whole batch (dropout off: its masks
+    are drawn per forward pass, so they would differ)."""
+    opened = VideoMapStore.open(store)
+    dataset = store_dataset(opened)
+    data = MapDataset(opened, dataset.clips("train"), in_memory=True)
+    weights = {}
+    for micro in (0, 3):
+        torch.manual_seed(0)
+        model = VideoMapHead(len(dataset.classes), opened.num_frames, opened.feature_dim, dropout=0.0)
+        config = TrainConfig(epochs=2, batch_size=8, micro_batch=micro)
+        train_head(model, data, config, show_progress=False)
+        weights[micro] = model.state_dict()
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[3][key], value, rtol=1e-4, atol=1e-5)

@@ -92,6 +92,14 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int,
         "covering at least FRACTION of it (order kept), like sampling the video at another offset. "
         "Default: 1.0 (off)",
     )
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run each batch as forward/backward passes of N maps with gradients accumulated: the same "
+        "update as the whole batch, with a fraction of the activation memory. Default: 0 (the whole batch)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed for initialisation and batch order. Default: 0")
 
 

@@ -93,6 +93,7 @@ def train_configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
         lr=args.lr,
         lr_step=args.lr_step,
         temporal_crop=args.temporal_crop,
+        micro_batch=args.micro_batch,
         seed=args.seed,
     )
     return {"videomap": base, "tsn": base}

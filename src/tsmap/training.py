@@ -14,6 +14,7 @@ reaching the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -41,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     clip_grad_norm: float = 20.0
     temporal_crop: float = 1.0  # min share of a map's rows kept by the random temporal crop (1 = off)
+    micro_batch: int = 0  # maps per forward/backward pass inside a batch (0 = the whole batch)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -113,17 +115,27 @@ def train_head(
         for maps, labels in loader:
             maps = temporal_crop_batch(maps, config.temporal_crop)
             maps, labels = maps.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            scores = forward(maps)
-            loss = loss_fn(scores, labels)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {loss.item()})")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # Micro-batches: the same gradient as the whole batch (the loss is the batch
+            # mean), with the activations of one micro-batch alive at a time.
+            chunk = config.micro_batch if config.micro_batch > 0 else len(labels)
+            starts = range(0, len(labels), chunk)
+            batch_loss = 0.0
+            for start in starts:
+                x, y = maps[start : start + chunk], labels[start : start + chunk]
+                last = start == starts[-1]
+                with contextlib.nullcontext() if last or forward is model else forward.no_sync():
+                    scores = forward(x)
+                    loss = loss_fn(scores, y) * (len(y) / len(labels))
+                    loss.backward()
+                batch_loss += loss.item()
+                correct += int((scores.argmax(1) == y).sum())
+            if not math.isfinite(batch_loss):
+                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {batch_loss})")
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
             optimizer.step()
             scheduler.step()
-            total_loss += loss.item() * len(labels)
-            correct += int((scores.argmax(1) == labels).sum())
+            total_loss += batch_loss * len(labels)
             seen += len(labels)
         total_loss, correct, seen = distributed.sum_across([total_loss, correct, seen], device)
         record = {
