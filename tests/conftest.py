@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,11 @@ import torch
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset, write_video
 
 torch.set_num_threads(2)
+
+# ONNX exports of the frame ConvNet go to a folder of this test session, never to the
+# user's ~/.cache. Set at import, before test modules copy os.environ for subprocesses.
+os.environ["TSMAP_CACHE"] = tempfile.mkdtemp(prefix="tsmap-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TSMAP_CACHE"], True)
 
 # Extraction options that keep test stores tiny: 8 frames per map, 64-pixel frames.
 TINY_MAPS = ["--frames", "8", "--image-size", "64", "--resize", "64"]

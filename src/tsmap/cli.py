@@ -153,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", type=int, default=256, help="shorter side before cropping. Default: 256")
     p.add_argument("--batch-size", type=int, default=16, help="frames per ConvNet batch. Default: 16")
     p.add_argument(
+        "--engine",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="what runs the frame ConvNet: 'onnx' (ONNX Runtime on CPU, ~2x eager PyTorch; needs "
+        "pip install 'tsmap[fast]'; the model is exported once per frame size, checked against PyTorch and "
+        "cached in $TSMAP_CACHE or ~/.cache/tsmap), 'torch' (PyTorch, CPU or CUDA), or 'auto' (onnx on CPU "
+        "when installed, else torch). Default: auto",
+    )
+    p.add_argument(
         "--dataset",
         choices=["folder", "list", "hmdb51", "ucf101"],
         default="folder",

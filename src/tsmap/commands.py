@@ -51,7 +51,7 @@ def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
     size = sum(p.stat().st_size for p in store.maps_dir.rglob("*.npy")) if store.maps_dir.is_dir() else 0
     print(
         f"extraction: {summary.done} mapped, {summary.skipped} already in the store, {len(summary.failed)} failed; "
-        f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} frames/s); "
+        f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} frames/s on {summary.engine}); "
         f"store {store.root} is {size / 2**20:.1f} MiB"
     )
     for key, reason in summary.failed.items():
@@ -80,6 +80,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         strict=args.strict,
+        engine=args.engine,
     )
     store, summary = pipeline.extract(dataset, args.store, options, show_progress=not args.quiet)
     print_extraction(summary, store)

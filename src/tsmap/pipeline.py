@@ -67,6 +67,7 @@ class ExtractOptions:
     device: str = "auto"
     strict: bool = False
     decode_workers: int = 2
+    engine: str = "auto"  # frame ConvNet runtime: torch, onnx (ONNX Runtime, CPU) or auto
 
 
 def extract(
@@ -74,7 +75,13 @@ def extract(
 ) -> tuple[VideoMapStore, ExtractionSummary]:
     device = resolve_device(options.device)
     world = distributed.current()
-    encoder = FrameEncoder(options.backbone, device=device, batch_size=options.batch_size)
+    encoder = FrameEncoder(
+        options.backbone,
+        device=device,
+        batch_size=options.batch_size,
+        engine=options.engine,
+        image_size=options.image_size,
+    )
     geometry = FrameGeometry(options.image_size, options.resize)
     settings = extraction_settings(encoder, options.frames, geometry)
     # Under torchrun, rank 0 creates the store and clears what a killed run left before
@@ -96,6 +103,7 @@ def extract(
         show_progress=show_progress and world.is_main,
         forget_failures=world.size == 1,
     )
+    summary.engine = {"onnx": "ONNX Runtime", "torch": f"PyTorch ({device})"}[encoder.engine]
     if world.size > 1:
         summary = ExtractionSummary.combine(distributed.gather_objects(summary))
         distributed.barrier()
@@ -338,7 +346,7 @@ def predict_video(
     device = resolve_device(device)
     model, meta = load_head(run_dir / f"{head}.pt", device)
     s = meta["store_settings"]
-    encoder = FrameEncoder(s["backbone"], device=device)
+    encoder = FrameEncoder(s["backbone"], device=device, image_size=s["image_size"])
     videomap = video_to_map(video, encoder, s["frames"], FrameGeometry(s["image_size"], s["resize"]))
     with torch.inference_mode():
         probs = torch.softmax(model(torch.from_numpy(videomap)[None].to(device)), dim=1)[0].cpu()

@@ -3,19 +3,27 @@
 A ``FrameEncoder`` takes uint8 RGB frames (N x H x W x 3, as decoded) and returns
 pooled features (N x L, float32). It owns the normalisation its weights expect, so
 callers never see per-backbone constants.
+
+Two engines run the same folded network: ``torch`` (eager PyTorch, channels_last; CPU or
+CUDA) and ``onnx`` (ONNX Runtime on CPU, see ``tsmap.frames.onnx_runtime``: an ONNX file
+per frame size, exported on first use, cached and checked against PyTorch). ``auto``
+picks onnx on CPU when onnxruntime and onnx are installed, else torch.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from tsmap.frames import onnx_runtime
 from tsmap.frames.efficientnet_lite import FEATURE_DIM, fold_batchnorm, load_pretrained_lite0
 
 BACKBONES = ("efficientnet_lite0",)
+ENGINES = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -36,10 +44,42 @@ def backbone_spec(name: str) -> BackboneSpec:
     raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
 
 
-class FrameEncoder:
-    """Runs a pooled-feature ConvNet over frames in batches, in inference mode."""
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """``auto`` -> ``onnx`` on CPU with onnxruntime and onnx installed, else ``torch``."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+    missing = onnx_runtime.missing_packages()
+    if engine == "onnx":
+        if device.type != "cpu":
+            raise ValueError(f"the onnx engine runs on CPU only, not {device}; use engine='torch'")
+        if missing:
+            raise onnx_runtime.OnnxEngineError(
+                f"the onnx engine needs {' and '.join(missing)}: pip install 'tsmap[fast]'"
+            )
+        return "onnx"
+    if engine == "auto":
+        return "onnx" if device.type == "cpu" and not missing else "torch"
+    return engine
 
-    def __init__(self, backbone: str = "efficientnet_lite0", device: str = "cpu", batch_size: int = 16):
+
+class FrameEncoder:
+    """Runs a pooled-feature ConvNet over frames in batches, in inference mode.
+
+    ``engine`` is "torch", "onnx" or "auto"; ``self.engine`` is the one in use. With
+    ``image_size`` given, the ONNX model for that square size is loaded (or exported and
+    checked) now, so a failure shows here: "auto" then falls back to torch with a one-line
+    note, "onnx" raises. Other frame sizes get their own ONNX model on first use.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        device: str = "cpu",
+        batch_size: int = 16,
+        engine: str = "auto",
+        image_size: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         self.spec = backbone_spec(backbone)
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -51,6 +91,14 @@ class FrameEncoder:
         mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         self._scale, self._shift = 1.0 / std, -mean / std
+        self.requested_engine = engine
+        self.engine = resolve_engine(engine, self.device)
+        self.engine_note: str | None = None
+        self.cache_dir = cache_dir
+        self._runners: dict[tuple[int, int], onnx_runtime.OnnxFeatureRunner] = {}
+        self._digest: str | None = None
+        if self.engine == "onnx" and image_size is not None:
+            self._onnx_runner(image_size, image_size)
 
     @property
     def feature_dim(self) -> int:
@@ -63,10 +111,47 @@ class FrameEncoder:
         x = x.permute(0, 3, 1, 2).float()
         return x * self._scale + self._shift
 
-    @torch.inference_mode()
+    def _onnx_runner(self, height: int, width: int) -> onnx_runtime.OnnxFeatureRunner | None:
+        """The ORT runner for this frame size; None once auto mode has fallen back to torch."""
+        runner = self._runners.get((height, width))
+        if runner is not None or self.engine != "onnx":
+            return runner
+        try:
+            if self._digest is None:
+                self._digest = onnx_runtime.weights_digest(self.model)
+            runner = onnx_runtime.OnnxFeatureRunner(
+                self.model,
+                self.spec.name,
+                self._scale,
+                self._shift,
+                height,
+                width,
+                reference=self._encode_torch,
+                cache_dir=self.cache_dir,
+                digest=self._digest,
+            )
+        except Exception as exc:
+            if self.requested_engine != "auto":
+                raise
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            self.engine, self.engine_note = "torch", f"ONNX Runtime engine not used ({reason}); using PyTorch"
+            onnx_runtime.note(self.engine_note)
+            return None
+        self._runners[(height, width)] = runner
+        return runner
+
     def encode(self, frames: np.ndarray) -> np.ndarray:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames of shape N x H x W x 3, got {frames.dtype} {frames.shape}")
+        if self.engine == "onnx":
+            runner = self._onnx_runner(frames.shape[1], frames.shape[2])
+            if runner is not None:
+                out = [runner(frames[i : i + self.batch_size]) for i in range(0, len(frames), self.batch_size)]
+                return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)
+        return self._encode_torch(frames)
+
+    @torch.inference_mode()
+    def _encode_torch(self, frames: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(frames), self.batch_size):
             x = self.to_input(frames[i : i + self.batch_size])

@@ -52,6 +52,7 @@ class ExtractionSummary:
     failed: dict[str, str] = field(default_factory=dict)
     frames: int = 0
     seconds: float = 0.0
+    engine: str = ""  # what ran the frame ConvNet (torch / onnx)
 
     @property
     def frames_per_second(self) -> float:
@@ -60,7 +61,7 @@ class ExtractionSummary:
     @classmethod
     def combine(cls, parts: Sequence[ExtractionSummary]) -> ExtractionSummary:
         """The summary of shards extracted side by side (time is the slowest shard's)."""
-        out = cls(seconds=max((p.seconds for p in parts), default=0.0))
+        out = cls(seconds=max((p.seconds for p in parts), default=0.0), engine=parts[0].engine if parts else "")
         for p in parts:
             out.done += p.done
             out.skipped += p.skipped
