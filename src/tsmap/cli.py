@@ -1,4 +1,4 @@
-"""The ``tsmap`` command line: demo, extract, train, evaluate, predict."""
+"""The ``tsmap`` command line: demo, extract, train, evaluate, predict, fuse."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ Typical use:
   tsmap train --store MAPS --run RUN
   tsmap evaluate --store MAPS --run RUN
   tsmap predict VIDEO --run RUN
+  tsmap extract --stream flow --videos DATA --store FLOWMAPS   # the motion stream, then train/evaluate
+  tsmap fuse --runs RGB_RUN FLOW_RUN           # two-stream fusion of evaluated runs
 """
 
 
@@ -126,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, default=12, help="test videos per class. Default: 12")
     p.add_argument("--epochs", type=int, default=6, help="epochs of the VideoMap head. Default: 6")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated videos and of training. Default: 0")
+    p.add_argument(
+        "--streams",
+        type=_streams,
+        default=("rgb",),
+        metavar="rgb|rgb,flow",
+        help="'rgb': the arrow-of-time demo; 'rgb,flow': it adds classes that only motion tells apart, maps "
+        "both streams (flow: DIS at the demo's size), trains both heads on each, evaluates and fuses them "
+        "(RGB : flow = 1 : 1.5). Outputs in OUT/two_stream. Default: rgb",
+    )
     _add_device(p)
 
     p = sub.add_parser(
@@ -189,6 +200,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split-seed", type=int, default=0, help="seed of that stratified split. Default: 0")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
+    p.add_argument(
+        "--stream",
+        choices=["rgb", "flow"],
+        default="rgb",
+        help="'rgb': row t = features of frame t; 'flow': row t = features of the 5 optical flow fields "
+        "starting at time t (10 uint8 channels, TSN's encoding) through the same ConvNet with TSN's "
+        "cross-modality initialisation (torch engine). A store holds one stream. Default: rgb",
+    )
+    p.add_argument(
+        "--flow",
+        choices=["dis", "tvl1"],
+        default="dis",
+        help="--stream flow: optical flow method, 'dis' (Dense Inverse Search, fast on CPU) or 'tvl1' (TV-L1, "
+        "TSN's, ~60x slower on CPU; needs opencv-contrib-python-headless). Default: dis",
+    )
+    p.add_argument(
+        "--flow-preset",
+        choices=["ultrafast", "fast", "medium", "default"],
+        help="--stream flow: the method's preset; dis: ultrafast, fast or medium (default), tvl1: default",
+    )
     _add_device(p)
 
     p = sub.add_parser(
@@ -246,7 +277,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=5, help="how many classes to print. Default: 5")
     _add_device(p)
+
+    p = sub.add_parser(
+        "fuse",
+        help="two-stream fusion of an evaluated RGB run and flow run (the paper's Table I)",
+        description="Fuse the test scores of an RGB run and a flow run, each evaluated with `tsmap evaluate`, "
+        "head by head: a weighted sum of each stream's softmax scores, aligned by video. Prints top-1 of RGB, "
+        "flow and fusion for the VideoMap head and TSN, and writes OUT/fusion.json (also top-5 and mean "
+        "class accuracy) and the fused VideoMap head's confusion matrix.",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        nargs=2,
+        required=True,
+        metavar=("RGB_RUN", "FLOW_RUN"),
+        help="the RGB run folder, then the flow run folder (for HMDB51/UCF101, RUN/split<N>)",
+    )
+    p.add_argument(
+        "--weights",
+        type=_weight,
+        nargs=2,
+        default=[1.0, 1.5],
+        metavar=("W_RGB", "W_FLOW"),
+        help="stream weights. Default: 1 1.5 (TSN's)",
+    )
+    p.add_argument(
+        "--scores",
+        choices=["softmax", "raw"],
+        default="softmax",
+        help="what is summed: 'softmax' (each stream's probabilities: the streams' heads are trained "
+        "separately, so their logits have no common scale) or 'raw' (pre-softmax scores, as TSN's "
+        "eval_scores.py). Default: softmax",
+    )
+    p.add_argument(
+        "--out", type=Path, help="where fusion.json and the plots go. Default: a folder 'fusion' next to RGB_RUN"
+    )
     return parser
+
+
+def _streams(text: str) -> tuple[str, ...]:
+    streams = {s.strip() for s in text.split(",") if s.strip()}
+    if streams not in ({"rgb"}, {"rgb", "flow"}):
+        raise argparse.ArgumentTypeError(f"must be 'rgb' or 'rgb,flow', got {text!r}")
+    return tuple(s for s in ("rgb", "flow") if s in streams)
+
+
+def _weight(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ be rerun, resumed and mixed; the CLI and the demo are thin layers over these fun
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -27,19 +28,29 @@ from tsmap.data.datasets import (
     open_dataset,
 )
 from tsmap.data.video import FrameGeometry
+from tsmap.evaluation.fusion import TSN_WEIGHTS, FusionError, fuse_runs
 from tsmap.evaluation.metrics import confusion_matrix, per_class_accuracy, summarize
 from tsmap.evaluation.plots import plot_confusion
-from tsmap.frames.encoder import FrameEncoder
+from tsmap.frames.encoder import STREAMS, FrameEncoder
+from tsmap.frames.flow import make_flow
 from tsmap.heads.checkpoint import load_head, save_head
 from tsmap.heads.tsn import TSNHead
 from tsmap.heads.videomap_head import VideoMapHead
 from tsmap.training import TrainConfig, score_maps, seed_everything, train_head
-from tsmap.videomap.extract import ExtractionSummary, extract_clips, extraction_settings, shard, video_to_map
+from tsmap.videomap.extract import (
+    ExtractionSummary,
+    extract_clips,
+    extraction_settings,
+    flow_from_settings,
+    shard,
+    video_to_map,
+)
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import StoreError, VideoMapStore
 
 HEADS = ("videomap", "tsn")
 HEAD_LABELS = {"videomap": "VideoMap head", "tsn": "TSN (25-frame average)"}
+SCORES_KEYS_FILE = "scores_keys.json"
 
 
 def resolve_device(device: str) -> str:
@@ -68,6 +79,23 @@ class ExtractOptions:
     strict: bool = False
     decode_workers: int = 2
     engine: str = "auto"  # frame ConvNet runtime: torch, onnx (ONNX Runtime, CPU) or auto
+    stream: str = "rgb"  # rgb (frames) or flow (5-field optical flow stacks)
+    flow: str = "dis"  # optical flow method of the flow stream: dis or tvl1
+    flow_preset: str | None = None  # None: the method's default (dis: medium)
+
+
+def check_stream(store_dir: Path, stream: str) -> None:
+    """A store holds one stream: asking another of an existing store is named as such, up front."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown stream {stream!r}; choose from {', '.join(STREAMS)}")
+    if not (store_dir / "store.json").is_file():
+        return
+    have = VideoMapStore.open(store_dir).settings.get("stream", "rgb")
+    if have != stream:
+        raise StoreError(
+            f"{store_dir} holds {have} VideoMaps and cannot take {stream} ones; "
+            f"give the {stream} stream its own --store folder"
+        )
 
 
 def extract(
@@ -75,15 +103,18 @@ def extract(
 ) -> tuple[VideoMapStore, ExtractionSummary]:
     device = resolve_device(options.device)
     world = distributed.current()
+    check_stream(store_dir, options.stream)
+    flow = make_flow(options.flow, options.flow_preset) if options.stream == "flow" else None
     encoder = FrameEncoder(
         options.backbone,
         device=device,
         batch_size=options.batch_size,
         engine=options.engine,
         image_size=options.image_size,
+        stream=options.stream,
     )
     geometry = FrameGeometry(options.image_size, options.resize)
-    settings = extraction_settings(encoder, options.frames, geometry)
+    settings = extraction_settings(encoder, options.frames, geometry, flow)
     # Under torchrun, rank 0 creates the store and clears what a killed run left before
     # the others start writing; then each rank maps its own shard.
     if world.is_main:
@@ -92,24 +123,44 @@ def extract(
     distributed.barrier()
     if not world.is_main:
         store = VideoMapStore.create_or_open(store_dir, settings, source=dataset.spec)
-    summary = extract_clips(
-        shard(dataset.clips(), world.rank, world.size),
-        dataset.root,
-        store,
-        encoder,
-        geometry,
-        strict=options.strict,
-        decode_workers=options.decode_workers,
-        show_progress=show_progress and world.is_main,
-        forget_failures=world.size == 1,
-    )
+    # Flow is computed in the decode threads while PyTorch encodes the previous video: on
+    # CPU, PyTorch gets the cores those threads leave (on 2 cores, 1 thread: its OpenMP
+    # threads otherwise wait on cores the flow holds; measured 0.29 vs 0.54 s a video).
+    threads = max(1, torch.get_num_threads() - options.decode_workers)
+    with _torch_threads(threads if flow is not None and encoder.device.type == "cpu" else None):
+        summary = extract_clips(
+            shard(dataset.clips(), world.rank, world.size),
+            dataset.root,
+            store,
+            encoder,
+            geometry,
+            strict=options.strict,
+            decode_workers=options.decode_workers,
+            show_progress=show_progress and world.is_main,
+            forget_failures=world.size == 1,
+            flow=flow,
+        )
     summary.engine = {"onnx": "ONNX Runtime", "torch": f"PyTorch ({device})"}[encoder.engine]
+    if flow is not None:
+        summary.engine += f", {flow.method} {flow.preset} flow"
     if world.size > 1:
         summary = ExtractionSummary.combine(distributed.gather_objects(summary))
         distributed.barrier()
         if world.is_main:
             store.clear_failures({key for key in store.failures() if store.has(key)})
     return store, summary
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """PyTorch's intra-op threads set to ``threads`` inside the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def store_dataset(store: VideoMapStore, split: int | None = None) -> VideoDataset:
@@ -215,14 +266,30 @@ def _fits_in_memory(store: VideoMapStore, count: int, budget_bytes: int = 2 << 3
 
 
 # -- evaluate --------------------------------------------------------------------
-def order_pair_classes(dataset: VideoDataset) -> list[int]:
-    """Classes that belong to a time-reversal pair, when the dataset declares them (the demo)."""
+def order_pair_classes(dataset: VideoDataset, group: str = "order_pairs") -> list[int]:
+    """Classes that belong to a pair of ``group`` when the dataset declares them (the demo).
+
+    ``order_pairs``: classes whose videos are each other's time reversal; ``motion_pairs``
+    (the two-stream demo): same appearance, opposite motion.
+    """
     info_path = dataset.root / "dataset.json"
     if not info_path.is_file():
         return []
-    pairs = json.loads(info_path.read_text()).get("order_pairs", [])
+    pairs = json.loads(info_path.read_text()).get(group, [])
     names = {name for pair in pairs for name in pair}
     return [i for i, c in enumerate(dataset.classes) if c in names]
+
+
+def group_accuracies(scores: np.ndarray, labels: np.ndarray, groups: dict[str, list[int]]) -> dict:
+    """Top-1 on the videos of each declared class group, and on the rest ("appearance")."""
+    figures: dict = {}
+    rest = np.ones(len(labels), dtype=bool)
+    for name, classes in groups.items():
+        mask = np.isin(labels, classes)
+        rest &= ~mask
+        figures[f"{name}_top1"] = float(np.mean(scores[mask].argmax(1) == labels[mask])) if mask.any() else None
+    figures["appearance_top1"] = float(np.mean(scores[rest].argmax(1) == labels[rest])) if rest.any() else None
+    return figures
 
 
 def evaluate(
@@ -235,11 +302,16 @@ def evaluate(
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root}")
     paired = order_pair_classes(dataset)
+    groups = {"order_pairs": paired} if paired else {}
+    if moving := order_pair_classes(dataset, "motion_pairs"):
+        groups["motion_pairs"] = moving
     results: dict = {
         "split": split,
+        "stream": store.settings.get("stream", "rgb"),
         "num_videos": len(data),
         "missing_videos": data.missing,
         "classes": dataset.classes,
+        "scores_keys": SCORES_KEYS_FILE,
         "heads": {},
     }
     found = [k for k in HEADS if (run_dir / f"{k}.pt").is_file()]
@@ -250,12 +322,8 @@ def evaluate(
         _check_compatible(meta, store, dataset, run_dir / f"{kind}.pt")
         scores, labels = score_maps(model, data, device=device)
         figures = summarize(scores, labels)
-        if paired:
-            mask = np.isin(labels, paired)
-            figures["order_pairs_top1"] = float(np.mean(scores[mask].argmax(1) == labels[mask]))
-            figures["appearance_top1"] = (
-                float(np.mean(scores[~mask].argmax(1) == labels[~mask])) if (~mask).any() else None
-            )
+        if groups:
+            figures |= group_accuracies(scores, labels, groups)
         cm = confusion_matrix(scores.argmax(1), labels, len(dataset.classes))
         # NaN (no test video of the class) becomes null in the JSON.
         figures["per_class_accuracy"] = [None if np.isnan(a) else float(a) for a in per_class_accuracy(cm)]
@@ -268,6 +336,15 @@ def evaluate(
         )
         np.save(run_dir / f"scores_{kind}.npy", scores)
         results["heads"][kind] = figures
+    # Row i of every scores_<head>.npy is the video keys[i]: `tsmap fuse` aligns two runs by key.
+    keys = {
+        "split": split,
+        "classes": dataset.classes,
+        "groups": groups,
+        "keys": [c.key for c in data.clips],
+        "labels": labels.tolist(),
+    }
+    write_json(run_dir / SCORES_KEYS_FILE, keys)
     write_json(run_dir / "results.json", results)
     return results
 
@@ -275,6 +352,11 @@ def evaluate(
 def _check_compatible(meta: dict, store: VideoMapStore, dataset: VideoDataset, path: Path) -> None:
     trained = {k: v for k, v in meta["store_settings"].items() if k != "source"}
     now = {k: v for k, v in store.settings.items() if k != "source"}
+    if trained.get("stream", "rgb") != now.get("stream", "rgb"):
+        raise StoreError(
+            f"{path} was trained on {trained.get('stream', 'rgb')} VideoMaps, {store.root} holds "
+            f"{now.get('stream', 'rgb')} ones"
+        )
     if trained != now:
         raise StoreError(f"{path} was trained on maps made with other settings than {store.root}")
     if meta["classes"] != dataset.classes:
@@ -289,11 +371,18 @@ def _write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str]) -> None
             writer.writerow([name, *row.tolist()])
 
 
+GROUP_COLUMNS = {
+    "order_pairs_top1": "order pairs top-1",
+    "motion_pairs_top1": "motion pairs top-1",
+    "appearance_top1": "appearance top-1",
+}
+
+
 def format_table(results: dict) -> str:
     heads = results["heads"]
-    extra = any("order_pairs_top1" in f for f in heads.values())
-    cols = ["top-1", "top-5", "mean class acc."] + (["order pairs top-1", "appearance top-1"] if extra else [])
-    keys = ["top1", "top5", "mean_class_accuracy"] + (["order_pairs_top1", "appearance_top1"] if extra else [])
+    groups = [k for k in GROUP_COLUMNS if any(k in f for f in heads.values())]
+    cols = ["top-1", "top-5", "mean class acc."] + [GROUP_COLUMNS[k] for k in groups]
+    keys = ["top1", "top5", "mean_class_accuracy"] + groups
     width = max(len(HEAD_LABELS[k]) for k in heads) + 2
     lines = [f"{'model':<{width}}" + "".join(f"{c:>20}" for c in cols)]
     for kind, figures in heads.items():
@@ -338,6 +427,126 @@ def format_splits_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# -- fuse ------------------------------------------------------------------------
+def _read_run(run_dir: Path) -> tuple[dict, dict]:
+    """results.json and scores_keys.json of an evaluated run, or a FusionError saying what is missing."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        splits = sorted(p.name for p in run_dir.glob("split[123]") if (p / "results.json").is_file())
+        hint = f" (official splits: give {run_dir / splits[0]})" if splits else "; run `tsmap evaluate` on it first"
+        raise FusionError(f"{run_dir} has no results.json{hint}")
+    keys_path = run_dir / SCORES_KEYS_FILE
+    if not keys_path.is_file():
+        raise FusionError(
+            f"{run_dir} has no {SCORES_KEYS_FILE} (evaluated by an older tsmap): run `tsmap evaluate` on it again"
+        )
+    try:
+        return json.loads(results_path.read_text()), json.loads(keys_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FusionError(f"{run_dir}: unreadable results ({exc})") from exc
+
+
+def fuse(
+    rgb_run: Path,
+    flow_run: Path,
+    out_dir: Path,
+    weights: tuple[float, float] = TSN_WEIGHTS,
+    kind: str = "softmax",
+) -> dict:
+    """Fuse the test scores of an RGB run and a flow run, head by head; write fusion.json and plots.
+
+    The runs must have been evaluated (``evaluate``) on the same videos with the same
+    classes; their scores are aligned by video key. Writes ``out_dir/fusion.json`` (top-1,
+    top-5 and mean class accuracy of each stream and of the fusion, per head),
+    ``out_dir/scores_fusion_<head>.npy`` with ``scores_keys.json`` (rows in the RGB run's
+    order) and the fused VideoMap head's confusion matrix (PNG and CSV).
+    """
+    (rgb_results, rgb_keys), (flow_results, flow_keys) = _read_run(rgb_run), _read_run(flow_run)
+    streams = (rgb_results.get("stream", "rgb"), flow_results.get("stream", "flow"))
+    if streams != ("rgb", "flow"):
+        raise FusionError(
+            f"--runs takes the RGB run first and the flow run second; {rgb_run} holds {streams[0]} scores and "
+            f"{flow_run} {streams[1]} ones"
+        )
+    if rgb_keys.get("split") != flow_keys.get("split"):
+        raise FusionError(f"{rgb_run} was evaluated on {rgb_keys.get('split')}, {flow_run} on {flow_keys.get('split')}")
+    heads = [k for k in HEADS if k in rgb_results["heads"] and k in flow_results["heads"]]
+    if not heads:
+        raise FusionError(f"{rgb_run} and {flow_run} have no evaluated head in common")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {
+        "runs": {"rgb": str(rgb_run), "flow": str(flow_run)},
+        "weights": {"rgb": weights[0], "flow": weights[1]},
+        "scores": kind,
+        "split": rgb_keys.get("split"),
+        "num_videos": len(rgb_keys["keys"]),
+        "classes": rgb_keys["classes"],
+        "heads": {},
+    }
+    for head in heads:
+        scores = []
+        for run in (rgb_run, flow_run):
+            path = run / f"scores_{head}.npy"
+            if not path.is_file():
+                raise FusionError(f"{path} is missing: run `tsmap evaluate` on {run} again")
+            scores.append(np.load(path, allow_pickle=False))
+        fused = fuse_runs(
+            scores,
+            [rgb_keys["keys"], flow_keys["keys"]],
+            [np.asarray(rgb_keys["labels"]), np.asarray(flow_keys["labels"])],
+            [rgb_keys["classes"], flow_keys["classes"]],
+            weights,
+            kind,
+            names=("rgb", "flow"),
+        )
+        if groups := rgb_keys.get("groups"):
+            for name, values in zip(("rgb", "flow", "fusion"), [*fused["streams"], fused["fused"]], strict=True):
+                fused["figures"][name] |= group_accuracies(values, fused["labels"], groups)
+        summary["heads"][head] = fused["figures"]
+        np.save(out_dir / f"scores_fusion_{head}.npy", fused["fused"])
+        if head == "videomap":
+            cm = confusion_matrix(fused["fused"].argmax(1), fused["labels"], len(rgb_keys["classes"]))
+            _write_confusion_csv(out_dir / "confusion_fusion_videomap.csv", cm, rgb_keys["classes"])
+            top1 = fused["figures"]["fusion"]["top1"]
+            plot_confusion(
+                cm,
+                rgb_keys["classes"],
+                out_dir / "confusion_fusion_videomap.png",
+                f"VideoMap head, RGB + flow ({weights[0]:g} : {weights[1]:g}): top-1 {top1:.1%}",
+            )
+    write_json(out_dir / SCORES_KEYS_FILE, {**rgb_keys})
+    write_json(out_dir / "fusion.json", summary)
+    return summary
+
+
+def format_fusion_table(summary: dict) -> str:
+    """The paper's Table I layout: rows = heads, columns = RGB, Flow, Fusion (top-1)."""
+    heads = summary["heads"]
+    width = max(len(HEAD_LABELS[k]) for k in heads) + 2
+    w = summary["weights"]
+    cols = ["RGB", "Flow", f"Fusion ({w['rgb']:g} : {w['flow']:g})"]
+    lines = [f"{'top-1':<{width}}" + "".join(f"{c:>20}" for c in cols)]
+    for kind, figures in heads.items():
+        cells = "".join(f"{figures[s]['top1'] * 100:>19.1f}%" for s in ("rgb", "flow", "fusion"))
+        lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def format_fusion_groups(summary: dict, head: str = "videomap") -> str:
+    """Top-1 of one head by class group (the demo's): rows RGB, Flow, Fusion."""
+    figures = summary["heads"][head]
+    groups = [k for k in GROUP_COLUMNS if k in figures["rgb"]]
+    cols = ["all classes"] + [GROUP_COLUMNS[k].removesuffix(" top-1") for k in groups]
+    title = f"{HEAD_LABELS[head]}, top-1"
+    width = len(title) + 2
+    lines = [f"{title:<{width}}" + "".join(f"{c:>20}" for c in cols)]
+    for stream, label in (("rgb", "RGB"), ("flow", "Flow"), ("fusion", "Fusion")):
+        values = [figures[stream]["top1"]] + [figures[stream][k] for k in groups]
+        cells = "".join(f"{v * 100:>19.1f}%" if v is not None else f"{'-':>20}" for v in values)
+        lines.append(f"{label:<{width}}{cells}")
+    return "\n".join(lines)
+
+
 # -- predict ---------------------------------------------------------------------
 def predict_video(
     video: Path, run_dir: Path, head: str = "videomap", top: int = 5, device: str = "auto"
@@ -346,8 +555,10 @@ def predict_video(
     device = resolve_device(device)
     model, meta = load_head(run_dir / f"{head}.pt", device)
     s = meta["store_settings"]
-    encoder = FrameEncoder(s["backbone"], device=device, image_size=s["image_size"])
-    videomap = video_to_map(video, encoder, s["frames"], FrameGeometry(s["image_size"], s["resize"]))
+    stream = s.get("stream", "rgb")
+    encoder = FrameEncoder(s["backbone"], device=device, image_size=s["image_size"], stream=stream)
+    geometry = FrameGeometry(s["image_size"], s["resize"])
+    videomap = video_to_map(video, encoder, s["frames"], geometry, flow_from_settings(s))
     with torch.inference_mode():
         probs = torch.softmax(model(torch.from_numpy(videomap)[None].to(device)), dim=1)[0].cpu()
     values, idx = probs.topk(min(top, len(meta["classes"])))

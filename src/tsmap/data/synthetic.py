@@ -15,6 +15,18 @@ way it points (a linear probe on Lite0 features could not recover the horizontal
 position; a linear model on end-minus-start features told rotation directions apart at
 chance while it separated every pair below). The pairs change what pooling keeps:
 scale, brightness, number of objects, shape, presence.
+
+Those are exactly the pairs the motion stream is for: with ``DemoConfig(motion=True)``
+(``tsmap demo --streams rgb,flow``) the dataset adds ``MOTION_PAIRS``, classes of the same
+appearance that differ only in the direction of motion: a randomly textured disc turning
+clockwise or anticlockwise, and a camera panning right or left over a random scene. Each
+is again the time reversal of its partner, so RGB frames cannot tell them apart, pooled or
+in order, while optical flow can. The pairs were chosen for what a flow ConvNet with
+TSN's cross-modality initialisation (and no fine-tuning) can see: its first convolution
+sums the 10 flow channels, so it sees dx + dy, and "shaking left-right" vs "up-down" would
+give it the same image; the sign of dx + dy (pan left vs right) and the direction of its
+ramp across a turning disc (clockwise vs anticlockwise) it does see. Motion classes come
+after the base classes, so the base classes' videos are the same with or without them.
 """
 
 from __future__ import annotations
@@ -40,6 +52,12 @@ ORDER_PAIRS = [
     ("slide_in", "slide_out"),
 ]
 APPEARANCE_CLASSES = ["striped_patch", "dotted_patch"]
+# (forward class, its time reversal), added with DemoConfig(motion=True): same appearance,
+# opposite motion; told apart by the flow stream, not by RGB.
+MOTION_PAIRS = [
+    ("rotate_clockwise", "rotate_anticlockwise"),
+    ("pan_right", "pan_left"),
+]
 FRAME_SIZES = [(128, 128), (160, 120), (144, 112)]
 FPS = 25
 
@@ -51,10 +69,12 @@ class DemoConfig:
     min_frames: int = 40
     max_frames: int = 160
     seed: int = 0
+    motion: bool = False  # add MOTION_PAIRS (for the two-stream demo)
 
     @property
     def classes(self) -> list[str]:
-        return [c for pair in ORDER_PAIRS for c in pair] + APPEARANCE_CLASSES
+        base = [c for pair in ORDER_PAIRS for c in pair] + APPEARANCE_CLASSES
+        return base + ([c for pair in MOTION_PAIRS for c in pair] if self.motion else [])
 
 
 class Scene:
@@ -99,6 +119,33 @@ def object_colour(rng: np.random.Generator, scene: Scene, min_distance: float = 
         if all(np.linalg.norm(colour - c) >= min_distance for c in scene.endpoints):
             return colour.astype(np.float32)
     return (255 - scene.endpoints[0]).astype(np.float32)
+
+
+def blob_texture(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
+    """Random two-level blobs of about ``scale`` pixels (bool H x W): texture for flow to follow."""
+    gh, gw = max(2, int(np.ceil(h / scale)) + 2), max(2, int(np.ceil(w / scale)) + 2)
+    coarse = rng.standard_normal((gh, gw)).astype(np.float32)
+    # Bilinear upsampling of coarse noise: smooth blobs whose size is set by ``scale``.
+    ys, xs = np.linspace(0, gh - 1.001, h), np.linspace(0, gw - 1.001, w)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    a, b = coarse[y0][:, x0], coarse[y0][:, x0 + 1]
+    c, d = coarse[y0 + 1][:, x0], coarse[y0 + 1][:, x0 + 1]
+    field = (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+    return field > 0
+
+
+def _rotate_nearest(img: np.ndarray, angle: float, cx: float, cy: float) -> np.ndarray:
+    """``img`` turned by ``angle`` radians about (cx, cy), nearest neighbour (edge pixels repeat)."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c, s = np.cos(angle), np.sin(angle)
+    # Inverse map: the output pixel at (x, y) shows the source pixel turned back by -angle.
+    sx = c * (xx - cx) + s * (yy - cy) + cx
+    sy = -s * (xx - cx) + c * (yy - cy) + cy
+    sx = np.clip(np.rint(sx), 0, w - 1).astype(np.int64)
+    sy = np.clip(np.rint(sy), 0, h - 1).astype(np.int64)
+    return img[sy, sx]
 
 
 def _progress_curve(n_frames: int, start: int, end: int) -> np.ndarray:
@@ -152,6 +199,25 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
         for a in progress:
             x, y = sx + (cx - sx) * a, sy + (cy - sy) * a
             frames.append(scene.paint([(scene.shape_mask(x, y, r, p=p), colour)]))
+    elif name == "rotate_clockwise":
+        # A disc of random blobs turning about its centre: its outline never changes, only
+        # the texture inside turns (clockwise on screen: angle grows with rows pointing down).
+        r = rng.uniform(0.25, 0.38) * side
+        colour2 = object_colour(rng, scene)
+        pattern = blob_texture(rng, h, w, rng.uniform(5, 9))
+        disc = scene.shape_mask(cx, cy, r)
+        turn = rng.uniform(0.6, 1.0) * np.pi  # total angle of the action
+        for a in progress:
+            texture = _rotate_nearest(pattern, turn * a, cx, cy)
+            frames.append(scene.paint([(disc, colour), (disc & texture, colour2)]))
+    elif name == "pan_right":
+        # The camera pans over a wide scene of random blobs: everything moves right.
+        travel = int(rng.uniform(0.6, 1.0) * w)
+        colour2 = object_colour(rng, scene)
+        pattern = blob_texture(rng, h, w + travel, rng.uniform(6, 12))
+        for a in progress:
+            offset = int(round(travel * (1 - a)))  # content moves right as the window moves left
+            frames.append(scene.paint([(pattern[:, offset : offset + w], colour2)]))
     elif name in APPEARANCE_CLASSES:
         r = rng.uniform(0.2, 0.3) * side
         colour2 = rng.uniform(0, 255, 3).astype(np.float32)
@@ -182,7 +248,7 @@ def draw_interval(rng: np.random.Generator, n: int) -> tuple[int, int]:
 def render_clip(name: str, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], tuple[int, int]]:
     """Frames of one video of class ``name`` and its action interval [start, end)."""
     start, end = draw_interval(rng, n)
-    reversed_of = {rev: fwd for fwd, rev in ORDER_PAIRS}
+    reversed_of = {rev: fwd for fwd, rev in ORDER_PAIRS + MOTION_PAIRS}
     if name in reversed_of:
         frames = _forward_video(reversed_of[name], rng, n, start, end)[::-1]
         return frames, (n - end, n - start)
@@ -213,7 +279,7 @@ def _make_clip(root: Path, config: DemoConfig, label: int, index: int) -> dict:
     rel = f"{name}/{name}_{index:03d}.mp4"
     if (root / rel).exists():
         start, end = draw_interval(rng, n)
-        if name in {rev for _, rev in ORDER_PAIRS}:
+        if name in {rev for _, rev in ORDER_PAIRS + MOTION_PAIRS}:
             start, end = n - end, n - start
     else:
         frames, (start, end) = render_clip(name, rng, n)
@@ -265,6 +331,7 @@ def generate_demo_dataset(
         "seed": config.seed,
         "classes": config.classes,
         "order_pairs": [list(p) for p in ORDER_PAIRS],
+        **({"motion_pairs": [list(p) for p in MOTION_PAIRS]} if config.motion else {}),
         "fps": FPS,
         "videos": records,
     }

@@ -4,10 +4,22 @@ A ``FrameEncoder`` takes uint8 RGB frames (N x H x W x 3, as decoded) and return
 pooled features (N x L, float32). It owns the normalisation its weights expect, so
 callers never see per-backbone constants.
 
+With ``stream="flow"`` it encodes optical flow stacks instead: uint8 N x H x W x 10
+(5 flow fields, x/y interleaved, TSN's encoding, see ``tsmap.frames.flow``), through the
+same ConvNet after TSN's cross-modality initialisation (the first convolution's ImageNet
+weights averaged over RGB and replicated to the 10 channels; every other layer keeps its
+ImageNet weights). Inputs are scaled by ``(q - 127.5) / 127.5``: 127.5 is the code of zero
+flow, so the network sees each flow component divided by the 20-pixel bound. Without
+fine-tuning on flow these are weak motion features: a replicated first convolution
+sees only the sum of the 10 channels, so it cannot tell dx from dy nor one field of the
+stack from another, only where and with which sign the summed flow lies.
+
 Two engines run the same folded network: ``torch`` (eager PyTorch, channels_last; CPU or
 CUDA) and ``onnx`` (ONNX Runtime on CPU, see ``tsmap.frames.onnx_runtime``: an ONNX file
 per frame size, exported on first use, cached and checked against PyTorch). ``auto``
-picks onnx on CPU when onnxruntime and onnx are installed, else torch.
+picks onnx on CPU when onnxruntime and onnx are installed, else torch. The ONNX export
+takes 3-channel frames only, so the flow stream always runs on torch (``auto`` picks it;
+asking for ``onnx`` is an error).
 """
 
 from __future__ import annotations
@@ -20,10 +32,19 @@ import torch
 from torch import nn
 
 from tsmap.frames import onnx_runtime
+from tsmap.frames.bninception import cross_modality_init
 from tsmap.frames.efficientnet_lite import FEATURE_DIM, fold_batchnorm, load_pretrained_lite0
+from tsmap.frames.flow import FLOW_STACK
 
 BACKBONES = ("efficientnet_lite0",)
 ENGINES = ("auto", "torch", "onnx")
+STREAMS = ("rgb", "flow")
+FLOW_CHANNELS = 2 * FLOW_STACK
+# 127.5 is the uint8 code of zero flow (q = 255 * (v + 20) / 40 at v = 0), so the flow
+# network's input is v / 20 px; a negated field is then exactly a negated input.
+FLOW_MEAN = 127.5
+FLOW_SCALE = 127.5
+FLOW_WEIGHTS = "imagenet, cross-modality init"
 
 
 @dataclass(frozen=True)
@@ -44,10 +65,17 @@ def backbone_spec(name: str) -> BackboneSpec:
     raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """``auto`` -> ``onnx`` on CPU with onnxruntime and onnx installed, else ``torch``."""
+def resolve_engine(engine: str, device: torch.device, stream: str = "rgb") -> str:
+    """``auto`` -> ``onnx`` on CPU with onnxruntime and onnx installed, else ``torch``.
+
+    The flow stream runs on torch: the ONNX export is written for 3-channel frames.
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+    if stream == "flow":
+        if engine == "onnx":
+            raise ValueError("the onnx engine encodes RGB frames only; the flow stream runs on engine='torch'")
+        return "torch"
     missing = onnx_runtime.missing_packages()
     if engine == "onnx":
         if device.type != "cpu":
@@ -69,6 +97,9 @@ class FrameEncoder:
     ``image_size`` given, the ONNX model for that square size is loaded (or exported and
     checked) now, so a failure shows here: "auto" then falls back to torch with a one-line
     note, "onnx" raises. Other frame sizes get their own ONNX model on first use.
+
+    ``stream`` is "rgb" (uint8 N x H x W x 3 frames) or "flow" (uint8 N x H x W x 10 flow
+    stacks, cross-modality initialised ConvNet, torch engine; see the module docstring).
     """
 
     def __init__(
@@ -79,20 +110,32 @@ class FrameEncoder:
         engine: str = "auto",
         image_size: int | None = None,
         cache_dir: str | os.PathLike | None = None,
+        stream: str = "rgb",
     ):
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}; available: {', '.join(STREAMS)}")
         self.spec = backbone_spec(backbone)
+        self.stream = stream
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.model: nn.Module = fold_batchnorm(load_pretrained_lite0()).to(self.device)
+        model = load_pretrained_lite0()
+        if stream == "flow":
+            cross_modality_init(model, FLOW_CHANNELS, conv="_conv_stem")
+        self.in_channels = FLOW_CHANNELS if stream == "flow" else 3
+        self.model: nn.Module = fold_batchnorm(model).to(self.device)
         # channels_last lets oneDNN run the depthwise and 1x1 convs without reorders:
         # 2-3x faster than NCHW on CPU for this network.
         self.model = self.model.to(memory_format=torch.channels_last)
         self.amp = self.device.type == "cuda"
-        mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        if stream == "flow":
+            mean = torch.full((1, FLOW_CHANNELS, 1, 1), FLOW_MEAN, device=self.device)
+            std = torch.full((1, FLOW_CHANNELS, 1, 1), FLOW_SCALE, device=self.device)
+        else:
+            mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         self._scale, self._shift = 1.0 / std, -mean / std
         self.requested_engine = engine
-        self.engine = resolve_engine(engine, self.device)
+        self.engine = resolve_engine(engine, self.device, stream)
         self.engine_note: str | None = None
         self.cache_dir = cache_dir
         self._runners: dict[tuple[int, int], onnx_runtime.OnnxFeatureRunner] = {}
@@ -104,8 +147,13 @@ class FrameEncoder:
     def feature_dim(self) -> int:
         return self.spec.feature_dim
 
+    @property
+    def weights(self) -> str:
+        """Where the ConvNet's weights come from (recorded in flow stores)."""
+        return FLOW_WEIGHTS if self.stream == "flow" else "imagenet"
+
     def to_input(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 N x H x W x 3 -> normalised float N x 3 x H x W in channels_last layout."""
+        """uint8 N x H x W x C -> normalised float N x C x H x W in channels_last layout."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         # NHWC memory permuted to NCHW *is* channels_last: no copy until the float cast.
         x = x.permute(0, 3, 1, 2).float()
@@ -141,8 +189,10 @@ class FrameEncoder:
         return runner
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames of shape N x H x W x 3, got {frames.dtype} {frames.shape}")
+        c = self.in_channels
+        if frames.ndim != 4 or frames.shape[-1] != c or frames.dtype != np.uint8:
+            what = "flow stacks" if self.stream == "flow" else "frames"
+            raise ValueError(f"expected uint8 {what} of shape N x H x W x {c}, got {frames.dtype} {frames.shape}")
         if self.engine == "onnx":
             runner = self._onnx_runner(frames.shape[1], frames.shape[2])
             if runner is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tsmap.heads.ablation_heads import AlexNetHead, LSTMHead, OneLayerHead
 from tsmap.heads.tsn import TSNHead
 from tsmap.heads.videomap_head import VideoMapHead
 
@@ -21,6 +22,13 @@ def build_head(config: dict) -> nn.Module:
         return VideoMapHead(**cfg)
     if kind == "tsn":
         return TSNHead(**cfg)
+    # The other designs of the paper's Table II (tsmap report).
+    if kind == "conv1":
+        return OneLayerHead(**cfg)
+    if kind == "alexnet":
+        return AlexNetHead(**cfg)
+    if kind == "lstm":
+        return LSTMHead(**cfg)
     raise ValueError(f"unknown head {kind!r}")
 
 

@@ -2,13 +2,20 @@
 
 Decoding runs in a small thread pool ahead of the encoder (PyAV releases the GIL while
 it decodes), so the ConvNet rarely waits for frames.
+
+The flow stream (an encoder made with ``stream="flow"`` and a ``FlowMethod``) maps a video
+the same way, with row t the pooled features of the 5 flow fields that start at the t-th
+of T uniformly spread times (``tsmap.frames.flow.read_flow_stacks``: each video is decoded
+and each needed pair of frames gets its flow computed once). The flow is computed in the
+same worker threads (OpenCV releases the GIL), each with its own flow object.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +26,24 @@ from tqdm import tqdm
 from tsmap.data.datasets import Clip
 from tsmap.data.video import FrameGeometry, VideoError, read_frames
 from tsmap.frames.encoder import FrameEncoder
+from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_flow_stacks
 from tsmap.videomap.store import VideoMapStore
 
 
-def extraction_settings(encoder: FrameEncoder, num_frames: int, geometry: FrameGeometry) -> dict:
-    """Everything that changes a map's values; stores refuse to mix maps of different settings."""
-    return {
-        "stream": "rgb",
+def extraction_settings(
+    encoder: FrameEncoder, num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None
+) -> dict:
+    """Everything that changes a map's values; stores refuse to mix maps of different settings.
+
+    RGB stores keep the keys they always had. A flow store adds the flow method, its
+    preset and bound, the stack length and the ConvNet's weights, so it never matches
+    an RGB store nor a store of flow computed another way. The OpenCV version is left
+    out, as the PyTorch version is for RGB: it changes the maps by rounding only.
+    """
+    if (encoder.stream == "flow") != (flow is not None):
+        raise ValueError("a flow encoder needs a flow method, and an RGB encoder none")
+    settings = {
+        "stream": encoder.stream,
         "backbone": encoder.spec.name,
         "feature_dim": encoder.feature_dim,
         "frames": num_frames,
@@ -33,16 +51,59 @@ def extraction_settings(encoder: FrameEncoder, num_frames: int, geometry: FrameG
         **geometry.to_dict(),
         "dtype": "float16",
     }
+    if flow is not None:
+        settings |= {
+            "weights": encoder.weights,
+            "flow_method": flow.method,
+            "flow_preset": flow.preset,
+            "flow_bound": flow.to_dict()["bound"],
+            "flow_stack": FLOW_STACK,
+        }
+    return settings
+
+
+def flow_from_settings(settings: dict) -> FlowMethod | None:
+    """The flow method a store's settings name (None for an RGB store)."""
+    if settings.get("stream", "rgb") != "flow":
+        return None
+    return make_flow(settings["flow_method"], settings["flow_preset"])
 
 
 def videomap_from_frames(frames: np.ndarray, encoder: FrameEncoder) -> np.ndarray:
-    """The paper's Eq. 1: M = [f_1; ...; f_T], row t = pooled features of frame t."""
+    """The paper's Eq. 1: M = [f_1; ...; f_T], row t = pooled features of frame t (or flow stack t)."""
     return encoder.encode(frames)
 
 
-def video_to_map(path: Path | str, encoder: FrameEncoder, num_frames: int, geometry: FrameGeometry) -> np.ndarray:
-    frames, _ = read_frames(path, num_frames, geometry)
-    return videomap_from_frames(frames, encoder)
+def clip_reader(
+    num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None
+) -> Callable[[Path], np.ndarray]:
+    """``read(path)`` -> what the encoder takes: T RGB frames, or T flow stacks when ``flow`` is given.
+
+    Safe to call from several threads: each thread gets its own copy of the flow method
+    (an OpenCV flow object must not run in two threads at once).
+    """
+    if flow is None:
+        return lambda path: read_frames(path, num_frames, geometry)[0]
+    local = threading.local()
+
+    def read(path: Path) -> np.ndarray:
+        method = getattr(local, "flow", None)
+        if method is None:
+            method = local.flow = make_flow(flow.method, flow.preset)
+        return read_flow_stacks(path, num_frames, geometry, method)[0]
+
+    return read
+
+
+def video_to_map(
+    path: Path | str,
+    encoder: FrameEncoder,
+    num_frames: int,
+    geometry: FrameGeometry,
+    flow: FlowMethod | None = None,
+) -> np.ndarray:
+    """The VideoMap of one video: RGB frames, or with ``flow`` (and a flow encoder) flow stacks."""
+    return videomap_from_frames(clip_reader(num_frames, geometry, flow)(Path(path)), encoder)
 
 
 @dataclass
@@ -91,16 +152,19 @@ def extract_clips(
     show_progress: bool = True,
     desc: str = "extract",
     forget_failures: bool = True,
+    flow: FlowMethod | None = None,
 ) -> ExtractionSummary:
     """Map every clip not yet in ``store``; bad videos are recorded and skipped (or, strict, fatal).
 
     ``forget_failures`` drops earlier failures of the videos mapped now; shards running
     side by side leave that to one process at the end, as it rewrites the failures file.
+    With ``flow`` (and a flow encoder), rows are flow stacks instead of frames.
     """
     summary = ExtractionSummary()
     todo = [c for c in clips if not store.has(c.key)]
     summary.skipped = len(clips) - len(todo)
     num_frames = store.num_frames
+    read = clip_reader(num_frames, geometry, flow)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=desc, unit="video", disable=not show_progress, dynamic_ncols=True)
     done_keys: set[str] = set()
@@ -111,7 +175,7 @@ def extract_clips(
         def submit_next() -> None:
             clip = next(queue, None)
             if clip is not None:
-                pending.append((clip, pool.submit(read_frames, video_root / clip.key, num_frames, geometry)))
+                pending.append((clip, pool.submit(read, video_root / clip.key)))
 
         for _ in range(decode_workers + 1):
             submit_next()
@@ -120,7 +184,7 @@ def extract_clips(
                 clip, future = pending.popleft()
                 submit_next()
                 try:
-                    frames, _ = future.result()
+                    frames = future.result()
                 except VideoError as exc:
                     summary.failed[clip.key] = exc.reason
                     store.record_failure(clip.key, exc.reason)
