@@ -162,16 +162,22 @@ def test_fuse_scores_weights_softmax_and_raw():
     rgb = np.array([[4.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     flow = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
     np.testing.assert_allclose(softmax(rgb).sum(1), 1)
+    np.testing.assert_allclose(fuse_scores([rgb, flow]), rgb + 1.5 * flow)  # TSN's: raw scores, 1 : 1.5
     expected = 1.0 * softmax(rgb) + 1.5 * softmax(flow)
-    np.testing.assert_allclose(fuse_scores([rgb, flow]), expected)  # TSN's 1 : 1.5 by default
-    np.testing.assert_allclose(fuse_scores([rgb, flow], (1, 1.5), "raw"), rgb + 1.5 * flow)
+    np.testing.assert_allclose(fuse_scores([rgb, flow], (1, 1.5), "softmax"), expected)
     # The weights decide: all on one stream gives that stream's predictions.
-    assert fuse_scores([rgb, flow], (1, 0)).argmax(1).tolist() == [0, 1]
-    assert fuse_scores([rgb, flow], (0, 1)).argmax(1).tolist() == [1, 2]
-    # Softmax fusion does not depend on a stream's logit offset; raw fusion does its own sum.
-    np.testing.assert_allclose(fuse_scores([rgb + 7, flow]), expected)
-    # Softmax on logits that overflow exp() stays finite.
-    assert np.all(np.isfinite(fuse_scores([rgb * 1000, flow])))
+    for kind in ("raw", "softmax"):
+        assert fuse_scores([rgb, flow], (1, 0), kind).argmax(1).tolist() == [0, 1]
+        assert fuse_scores([rgb, flow], (0, 1), kind).argmax(1).tolist() == [1, 2]
+    # Raw fusion ranks classes as the weighted sum of log-probabilities does (a per-video
+    # constant apart), so an offset of one stream's scores changes no prediction.
+    log_probs = np.log(softmax(rgb)) + 1.5 * np.log(softmax(flow))
+    raw = fuse_scores([rgb, flow])
+    np.testing.assert_allclose(raw - log_probs, (raw - log_probs)[:, :1] * np.ones((1, 3)), atol=1e-9)
+    assert fuse_scores([rgb + np.array([[7.0], [-3.0]]), flow]).argmax(1).tolist() == raw.argmax(1).tolist()
+    # Softmax fusion does not depend on a stream's logit offset either; it stays finite when exp() overflows.
+    np.testing.assert_allclose(fuse_scores([rgb + 7, flow], kind="softmax"), expected)
+    assert np.all(np.isfinite(fuse_scores([rgb * 1000, flow], kind="softmax")))
     for bad in ((1, -1), (0, 0), (1, float("nan"))):
         with pytest.raises(FusionError, match="weights"):
             fuse_scores([rgb, flow], bad)
@@ -244,7 +250,7 @@ def test_fuse_end_to_end(two_runs, capsys):
     assert "RGB" in printed and "Flow" in printed and "Fusion (1 : 1.5)" in printed
     assert "VideoMap head" in printed and "TSN (25-frame average)" in printed
     summary = json.loads((out / "fusion.json").read_text())
-    assert summary["weights"] == {"rgb": 1.0, "flow": 1.5} and summary["scores"] == "softmax"
+    assert summary["weights"] == {"rgb": 1.0, "flow": 1.5} and summary["scores"] == "raw"
     rgb_results = json.loads((rgb_run / "results.json").read_text())
     for head in ("videomap", "tsn"):
         figures = summary["heads"][head]
@@ -254,13 +260,16 @@ def test_fuse_end_to_end(two_runs, capsys):
             assert {"top1", "top5", "mean_class_accuracy", "order_pairs_top1"} <= set(figures[name])
         fused = np.load(out / f"scores_fusion_{head}.npy")
         rgb, flow = np.load(rgb_run / f"scores_{head}.npy"), np.load(flow_run / f"scores_{head}.npy")
-        np.testing.assert_allclose(fused, softmax(rgb) + 1.5 * softmax(flow))  # same clip order here
+        np.testing.assert_allclose(fused, rgb.astype(float) + 1.5 * flow.astype(float))  # same clip order here
     assert (out / "confusion_fusion_videomap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # Raw scores and other weights; the default output folder sits next to the RGB run.
-    assert main(["fuse", "--runs", str(rgb_run), str(flow_run), "--weights", "1", "1", "--scores", "raw"]) == 0
-    raw = json.loads((two_runs / "fusion" / "fusion.json").read_text())
-    assert raw["scores"] == "raw" and raw["weights"] == {"rgb": 1.0, "flow": 1.0}
+    # Probabilities and other weights; the default output folder sits next to the RGB run.
+    assert main(["fuse", "--runs", str(rgb_run), str(flow_run), "--weights", "1", "1", "--scores", "softmax"]) == 0
+    other = json.loads((two_runs / "fusion" / "fusion.json").read_text())
+    assert other["scores"] == "softmax" and other["weights"] == {"rgb": 1.0, "flow": 1.0}
+    fused = np.load(two_runs / "fusion" / "scores_fusion_videomap.npy")
+    rgb, flow = np.load(rgb_run / "scores_videomap.npy"), np.load(flow_run / "scores_videomap.npy")
+    np.testing.assert_allclose(fused, softmax(rgb) + softmax(flow))
 
 
 def test_fuse_user_errors(two_runs, tmp_path, capsys):

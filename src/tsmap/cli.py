@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tsmap import __version__
+from tsmap.report_cli import add_explain_parser, add_report_parser
 
 DESCRIPTION = """\
 Video action recognition with Temporal-Spatial Mapping (Song et al., TCSVT 2019):
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fuse",
         help="two-stream fusion of an evaluated RGB run and flow run (the paper's Table I)",
         description="Fuse the test scores of an RGB run and a flow run, each evaluated with `tsmap evaluate`, "
-        "head by head: a weighted sum of each stream's softmax scores, aligned by video. Prints top-1 of RGB, "
+        "head by head: a weighted sum of each stream's scores, aligned by video. Prints top-1 of RGB, "
         "flow and fusion for the VideoMap head and TSN, and writes OUT/fusion.json (also top-5 and mean "
         "class accuracy) and the fused VideoMap head's confusion matrix.",
     )
@@ -305,14 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scores",
         choices=["softmax", "raw"],
-        default="softmax",
-        help="what is summed: 'softmax' (each stream's probabilities: the streams' heads are trained "
-        "separately, so their logits have no common scale) or 'raw' (pre-softmax scores, as TSN's "
-        "eval_scores.py). Default: softmax",
+        default="raw",
+        help="what is summed: 'raw' (the pre-softmax scores, as TSN's eval_scores.py: ranks classes as the sum "
+        "of the streams' log-probabilities, so a stream counts in proportion to how sure it is) or 'softmax' "
+        "(each stream's probabilities: a weighted mean). Default: raw",
     )
     p.add_argument(
         "--out", type=Path, help="where fusion.json and the plots go. Default: a folder 'fusion' next to RGB_RUN"
     )
+    add_report_parser(sub)
+    add_explain_parser(sub)
     return parser
 
 

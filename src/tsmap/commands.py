@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import io
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from tsmap.data.video import VideoError
 from tsmap.evaluation.fusion import FusionError
 from tsmap.frames.flow import PRESETS
 from tsmap.frames.onnx_runtime import usable_cores
+from tsmap.report_cli import cmd_explain, cmd_report
 from tsmap.training import TrainConfig
 from tsmap.videomap.extract import ExtractionAborted, ExtractionSummary
 from tsmap.videomap.store import StoreError, VideoMapStore
@@ -308,11 +309,12 @@ def demo_two_streams(args: argparse.Namespace) -> int:
         )
         with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
             jobs = {
-                stream: pool.submit(_train_demo_stream, stores[stream].root, runs[stream], configs, threads)
+                pool.submit(_train_demo_stream, stores[stream].root, runs[stream], configs, threads): stream
                 for stream in stores
             }
-            for job in jobs.values():
+            for job in as_completed(jobs):
                 job.result()  # a child's error is raised here
+                print(f"  {jobs[job]} heads trained in {time.perf_counter() - t:.0f} s -> {runs[jobs[job]]}")
     else:
         print("[4/6] training the VideoMap head and the TSN baseline on each stream")
         for stream, store in stores.items():
@@ -330,7 +332,7 @@ def demo_two_streams(args: argparse.Namespace) -> int:
     stages["evaluate"] = time.perf_counter() - t
 
     weights = (1.0, 1.5)
-    print(f"\n[6/6] fusing the two streams' softmax scores, RGB : flow = {weights[0]:g} : {weights[1]:g} (TSN's)")
+    print(f"\n[6/6] fusing the two streams' scores, RGB : flow = {weights[0]:g} : {weights[1]:g} (TSN's)")
     summary = pipeline.fuse(runs["rgb"], runs["flow"], out / "fusion", weights)
     print()
     print(pipeline.format_fusion_table(summary))
@@ -358,6 +360,8 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "fuse": cmd_fuse,
+    "report": cmd_report,
+    "explain": cmd_explain,
 }
 
 

@@ -451,7 +451,7 @@ def fuse(
     flow_run: Path,
     out_dir: Path,
     weights: tuple[float, float] = TSN_WEIGHTS,
-    kind: str = "softmax",
+    kind: str = "raw",
 ) -> dict:
     """Fuse the test scores of an RGB run and a flow run, head by head; write fusion.json and plots.
 
