@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import machine_record
 
 from tsmap.data.datasets import folder_dataset
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
@@ -128,12 +127,7 @@ def main() -> None:
         print(f"{name:<30}{fps:>10.1f}{fps / backbone:>12.2f}{vs_eager}")
     RESULTS.mkdir(exist_ok=True)
     record = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_record(),
         "settings": vars(args) | {"video_root": str(args.video_root) if args.video_root else None},
         "videos": len(clips),
         "engine": encoder.engine,

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import machine_record
 from torch.utils.flop_counter import FlopCounterMode
 
 from tsmap.data.datasets import Clip
@@ -162,12 +161,7 @@ def main() -> None:
         print("".join(f"{c:>13}" for c in cells))
     RESULTS.mkdir(exist_ok=True)
     record = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_record(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("child", "store")},
         "gemm_peak_gflops": peak,
         "training_flops_per_map": flops,
