@@ -127,9 +127,9 @@ def tiny_report(tiny_demo, tmp_path_factory):
             "--epochs",
             "1",
             "--batch-size",
-            "4",
+            "8",
             "--tsn-epochs",
-            "2",
+            "1",
             "--densities",
             "4",
             "8",
@@ -155,6 +155,7 @@ def test_report_end_to_end(tiny_report, tiny_demo):
         top1 = row["top1"]
         assert len(top1["per_seed"]) == 2 and top1["min"] <= top1["mean"] <= top1["max"] and top1["std"] >= 0
         assert 0 <= row["order_pairs_top1"]["mean"] <= 1  # the demo's time-reversal classes
+    assert report["heads_reused"] == 0 and report["heads_total"] == 16
     assert sorted(p.name for p in (report_dir / "heads").glob("*.pt")) == sorted(
         f"{k}-seed{s}.pt" for k in DESIGNS for s in (0, 1)
     )
@@ -204,16 +205,17 @@ def test_report_reuses_heads_and_names_mistakes(tiny_report, tmp_path):
     store = VideoMapStore.open(store_dir)
     dataset = pipeline.store_dataset(store)
     train = MapDataset(store, balanced_subset(dataset.clips("train"), len(dataset.classes), 24), in_memory=True)
-    options = ReportOptions(epochs=1, batch_size=4, show_progress=False, device="cpu")
-    model, history, _ = train_or_reuse("conv3", 1, train, store, dataset.classes, options, heads)
-    assert (heads / "conv3-seed1.pt").stat().st_mtime_ns == before and len(history) == 1  # reused, not retrained
+    options = ReportOptions(epochs=1, batch_size=8, show_progress=False, device="cpu")
+    model, history, _, reused = train_or_reuse("conv3", 1, train, store, dataset.classes, options, heads)
+    assert reused and len(history) == 1
+    assert (heads / "conv3-seed1.pt").stat().st_mtime_ns == before  # not retrained
     saved, _ = load_head(heads / "conv3-seed1.pt")
     torch.testing.assert_close(model.state_dict(), saved.state_dict())
     # Other settings retrain (into another folder here, to leave the report's heads alone).
     shutil.copy(heads / "conv3-seed1.pt", tmp_path / "conv3-seed1.pt")
     options.epochs = 2
-    _, history, _ = train_or_reuse("conv3", 1, train, store, dataset.classes, options, tmp_path)
-    assert len(history) == 2
+    _, history, _, reused = train_or_reuse("conv3", 1, train, store, dataset.classes, options, tmp_path)
+    assert not reused and len(history) == 2
     # Mistakes are named before any training.
     base = ["--quiet", "report", "--store", str(store_dir), "--out", str(tmp_path / "r")]
     with pytest.raises(DatasetError, match="unknown class"):

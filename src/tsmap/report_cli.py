@@ -46,8 +46,8 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
         "Grad-CAM over time (Fig. 8) and, where the dataset records action intervals (the demo), how much "
         "attention and Grad-CAM fall on the action. Writes OUT/report.md, OUT/report.html, OUT/report.json, CSV "
         "tables and PNG figures. Trained heads are kept in OUT/heads and reused by a rerun with the same settings. "
-        "The defaults fit the demo (`tsmap demo`) in about 15 minutes on 2 CPU cores; on a real dataset raise "
-        "--epochs and --train-per-class (0 = all maps).",
+        "The defaults are sized for the demo (`tsmap demo`) on 2 CPU cores (a short schedule on 24 maps per class); "
+        "on a real dataset raise --epochs and --train-per-class (0 = all maps).",
     )
     p.add_argument(
         "--store",

@@ -179,8 +179,9 @@ class RowSubset(Dataset):
 # -- training ------------------------------------------------------------------------
 def train_or_reuse(
     key: str, seed: int, data: MapDataset, store: VideoMapStore, classes: list[str], options: ReportOptions, heads_dir
-) -> tuple[nn.Module, list[dict], float]:
-    """The head of ``key`` trained with ``seed``: from ``heads_dir`` when trained there with the same settings."""
+) -> tuple[nn.Module, list[dict], float, bool]:
+    """The head of ``key`` trained with ``seed``, its history, training seconds and whether it was
+    reused: loaded from ``heads_dir`` when trained there with the same settings."""
     path = heads_dir / f"{key}-seed{seed}.pt"
     config = options.train_config(key, seed, len(data))
     train_keys = [c.key for c in data.clips]
@@ -199,7 +200,7 @@ def train_or_reuse(
             and extra.get("train_config") == config.to_dict()
             and extra.get("train_keys") == train_keys
         ):
-            return old, extra["history"], float(extra.get("seconds", 0.0))
+            return old, extra["history"], float(extra.get("seconds", 0.0)), True
     start = time.perf_counter()
     # No per-epoch training state (train_head's state_path): these runs are short, and
     # writing weights and momenta after every epoch of 24 of them cost more than a killed
@@ -210,7 +211,7 @@ def train_or_reuse(
     seconds = time.perf_counter() - start
     extra = {"train_config": config.to_dict(), "train_keys": train_keys, "history": history, "seconds": seconds}
     save_head(path, model, classes, store.settings, extra)
-    return model, history, seconds
+    return model, history, seconds, False
 
 
 def figures_of(scores: np.ndarray, labels: np.ndarray, paired: list[int]) -> dict:
@@ -286,9 +287,11 @@ def build_report(
     histories: dict[str, list[list[dict]]] = {k: [] for k in keys}
     per_seed: dict[str, list[dict]] = {k: [] for k in keys}
     train_seconds: dict[str, list[float]] = {k: [] for k in keys}
+    reused = 0
     for seed in report["seeds"]:
         for key in keys:
-            model, history, seconds = train_or_reuse(key, seed, train, store, classes, options, heads_dir)
+            model, history, seconds, was_reused = train_or_reuse(key, seed, train, store, classes, options, heads_dir)
+            reused += was_reused
             scores, labels = score_maps(model, test, device=options.device)
             if key in ("A0A1A2", "tsn"):  # the only ones needed later (Fig. 5, shares, default explained heads)
                 models[key].append(model)
@@ -296,6 +299,8 @@ def build_report(
             per_seed[key].append(figures_of(scores, labels, paired))
             train_seconds[key].append(seconds)
     timings["train_and_score"] = time.perf_counter() - t0
+    report["heads_reused"] = reused
+    report["heads_total"] = len(keys) * len(report["seeds"])
     rows = {}
     for key in keys:
         rows[key] = {
@@ -811,13 +816,16 @@ def document(report: dict) -> list[tuple]:
     seeds = report["seeds"]
     cfg = report["train_configs"]
     s = report["store_settings"]
+    reused = ""
+    if report["heads_reused"]:
+        reused = f" ({report['heads_reused']} of the {report['heads_total']} heads reused from an earlier run)"
     blocks: list[tuple] = [
         ("h", 1, "Temporal-Spatial Mapping: the paper's experiments"),
         (
             "p",
             f"Store {report['store']}: {len(report['classes'])} classes, T = {s['frames']}, {s['backbone']} at "
             f"{s['image_size']} px, L = {s['feature_dim']}; {report['num_train_maps']} training maps, "
-            f"{report['num_test_maps']} test maps. Built in {report['timings_s']['total']:.0f} s.",
+            f"{report['num_test_maps']} test maps. Built in {report['timings_s']['total']:.0f} s{reused}.",
         ),
         ("h", 2, "Protocol"),
         (

@@ -4,11 +4,12 @@
   stride 2], width 16), dropout and the FC layer. The paper reports that it does not
   converge on HMDB51.
 - ``AlexNetHead``: an AlexNet-style deeper head: five convs (11x11 stride 2, 5x5, then
-  three 3x3) with max-pools after the 1st, 2nd and 5th, and three FC layers with dropout
-  0.5. The paper finds it below the 3-layer head ("a deeper network with more
-  parameters is prone to over-fitting"). AlexNet's own widths (96 ... 4096) are scaled
-  down to 24, 48, 64, 64, 48 and FC 512, so that a 256 x 1280 map costs about as much
-  as in the 3-layer head (the paper gives no widths for it either).
+  three 3x3), each with BatchNorm (in place of AlexNet's local response normalisation),
+  max-pools after the 1st, 2nd and 5th, and three FC layers with dropout 0.5. The paper
+  finds it below the 3-layer head ("a deeper network with more parameters is prone to
+  over-fitting"). AlexNet's own widths (96 ... 4096) are scaled down to 24, 48, 64, 64,
+  48 and FC 512, so that a 256 x 1280 map costs about as much as in the 3-layer head
+  (the paper gives no widths for it either).
 - ``LSTMHead``: a 3-layer LSTM over the frame features (rows of the map), hidden size
   256, dropout 0.5 between layers, classifying the mean over time of the top layer's
   outputs (the paper's "TSN+3-layer LSTM"; the averaging is LRCN's).
