@@ -125,7 +125,8 @@ def extract(
         store = VideoMapStore.create_or_open(store_dir, settings, source=dataset.spec)
     # Flow is computed in the decode threads while PyTorch encodes the previous video: on
     # CPU, PyTorch gets the cores those threads leave (on 2 cores, 1 thread: its OpenMP
-    # threads otherwise wait on cores the flow holds; measured 0.29 vs 0.54 s a video).
+    # threads otherwise wait on cores the flow holds: 0.23 vs 0.25 s a video measured on
+    # idle cores, 0.29 vs 0.54 s on busy ones).
     threads = max(1, torch.get_num_threads() - options.decode_workers)
     with _torch_threads(threads if flow is not None and encoder.device.type == "cpu" else None):
         summary = extract_clips(

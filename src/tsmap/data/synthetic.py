@@ -211,7 +211,8 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
             texture = _rotate_nearest(pattern, turn * a, cx, cy)
             frames.append(scene.paint([(disc, colour), (disc & texture, colour2)]))
     elif name == "pan_right":
-        # The camera pans over a wide scene of random blobs: everything moves right.
+        # A wide layer of random blobs slides right across the whole frame, over the still
+        # background gradient (as a camera panning over a scene of blobs).
         travel = int(rng.uniform(0.6, 1.0) * w)
         colour2 = object_colour(rng, scene)
         pattern = blob_texture(rng, h, w + travel, rng.uniform(6, 12))
