@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,9 @@ class FrameGeometry:
         return rgb[top : top + self.size, left : left + self.size]
 
 
-def _decode(path: Path, wanted: np.ndarray, geometry: FrameGeometry) -> tuple[dict[int, np.ndarray], int]:
+def _decode(
+    path: Path, wanted: Collection[int], convert: Callable[[av.VideoFrame], np.ndarray]
+) -> tuple[dict[int, np.ndarray], int]:
     """Decode every frame, converting only those in ``wanted``. Returns (frames, count)."""
     keep = set(int(i) for i in wanted)
     frames: dict[int, np.ndarray] = {}
@@ -72,7 +75,7 @@ def _decode(path: Path, wanted: np.ndarray, geometry: FrameGeometry) -> tuple[di
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 if count in keep:
-                    frames[count] = geometry.convert(frame)
+                    frames[count] = convert(frame)
                 count += 1
     except VideoError:
         raise
@@ -94,25 +97,33 @@ def frame_count_hint(path: Path) -> int:
         raise VideoError(path, f"cannot open ({type(exc).__name__}: {exc})") from exc
 
 
-def read_frames(path: Path | str, num_samples: int, geometry: FrameGeometry) -> tuple[np.ndarray, int]:
-    """``num_samples`` RGB frames (uint8, N x H x W x 3) sampled uniformly, and the frame count.
+def decode_sampled(
+    path: Path | str,
+    wanted_for: Callable[[int], Collection[int]],
+    convert: Callable[[av.VideoFrame], np.ndarray],
+) -> tuple[dict[int, np.ndarray], int]:
+    """The frames ``wanted_for(frame count)`` names, each through ``convert``, and the count.
 
     The container's frame count picks the frames to convert in one pass; when the
     decoded count disagrees (common with AVI), the video is decoded again with the
-    true count so that sampling is always uniform over the frames that exist.
+    true count so that sampling is always over the frames that exist. With no count
+    in the header, the first pass only counts (``wanted_for`` is not asked about 0).
     """
     path = Path(path)
     if not path.is_file():
         raise VideoError(path, "file not found")
     hint = frame_count_hint(path)
-    # With no count in the header, a first pass only counts (converts nothing).
-    wanted = uniform_indices(hint, num_samples) if hint > 0 else np.empty(0, dtype=np.int64)
-    frames, count = _decode(path, wanted, geometry)
+    frames, count = _decode(path, wanted_for(hint) if hint > 0 else (), convert)
     if count == 0:
         raise VideoError(path, "no frames could be decoded")
     if count != hint:
-        wanted = uniform_indices(count, num_samples)
-        frames, recount = _decode(path, wanted, geometry)
+        frames, recount = _decode(path, wanted_for(count), convert)
         if recount != count:
             raise VideoError(path, f"frame count changed between two decodes ({count} vs {recount})")
-    return np.stack([frames[int(i)] for i in wanted]), count
+    return frames, count
+
+
+def read_frames(path: Path | str, num_samples: int, geometry: FrameGeometry) -> tuple[np.ndarray, int]:
+    """``num_samples`` RGB frames (uint8, N x H x W x 3) sampled uniformly, and the frame count."""
+    frames, count = decode_sampled(path, lambda n: uniform_indices(n, num_samples), geometry.convert)
+    return np.stack([frames[int(i)] for i in uniform_indices(count, num_samples)]), count

@@ -47,7 +47,7 @@ from typing import Any
 import av
 import numpy as np
 
-from tsmap.data.video import FrameGeometry, VideoError, frame_count_hint, uniform_indices
+from tsmap.data.video import FrameGeometry, VideoError, decode_sampled, uniform_indices
 
 FLOW_BOUND = 20.0
 """Flow components are clipped to [-FLOW_BOUND, FLOW_BOUND] pixels before encoding (TSN)."""
@@ -228,29 +228,6 @@ def flow_stacks(
     return out
 
 
-def _decode_gray(path: Path, wanted: set[int], geometry: FrameGeometry) -> tuple[dict[int, np.ndarray], int]:
-    """Decode every frame, keeping those in ``wanted`` as grayscale. Returns (frames, count)."""
-    cv2 = _import_cv2()
-    frames: dict[int, np.ndarray] = {}
-    count = 0
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(path, "no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                if count in wanted:
-                    # The RGB stream's resize and crop, then ITU-R BT.601 luma.
-                    frames[count] = cv2.cvtColor(np.ascontiguousarray(geometry.convert(frame)), cv2.COLOR_RGB2GRAY)
-                count += 1
-    except VideoError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise VideoError(path, f"cannot decode ({type(exc).__name__}: {exc})") from exc
-    return frames, count
-
-
 def _frames_needed(indices: np.ndarray) -> set[int]:
     pairs = np.unique(indices)
     return set(pairs.tolist()) | set((pairs + 1).tolist())
@@ -272,18 +249,16 @@ def read_flow_stacks(
     with the true count. A video with fewer than 2 frames raises ``VideoError``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VideoError(path, "file not found")
-    hint = frame_count_hint(path)
-    wanted = _frames_needed(flow_indices(hint, num_samples, stack)) if hint >= 2 else set()
-    frames, count = _decode_gray(path, wanted, geometry)
-    if count == 0:
-        raise VideoError(path, "no frames could be decoded")
+    cv2 = _import_cv2()
+
+    def gray(frame: av.VideoFrame) -> np.ndarray:
+        # The RGB stream's resize and crop, then ITU-R BT.601 luma.
+        return cv2.cvtColor(np.ascontiguousarray(geometry.convert(frame)), cv2.COLOR_RGB2GRAY)
+
+    def wanted_for(count: int) -> set[int]:
+        return _frames_needed(flow_indices(count, num_samples, stack)) if count >= 2 else set()
+
+    frames, count = decode_sampled(path, wanted_for, gray)
     if count < 2:
         raise VideoError(path, f"optical flow needs at least 2 frames, the video has {count}")
-    indices = flow_indices(count, num_samples, stack)
-    if count != hint:
-        frames, recount = _decode_gray(path, _frames_needed(indices), geometry)
-        if recount != count:
-            raise VideoError(path, f"frame count changed between two decodes ({count} vs {recount})")
-    return flow_stacks(frames, indices, method), count
+    return flow_stacks(frames, flow_indices(count, num_samples, stack), method), count
