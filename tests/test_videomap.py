@@ -31,3 +31,22 @@ def test_map_rows_follow_time(tmp_path, encoder):
     decoded, _ = read_frames(path, 30, geometry)
     np.testing.assert_allclose(m[7], encoder.encode(decoded[7:8])[0], atol=1e-4)
     assert np.abs(m[7] - m[20]).max() > 0.05
+
+
+def test_short_video_encodes_each_distinct_frame_once(tmp_path, encoder):
+    from tsmap.data.video import read_frames
+
+    path = write_test_video(tmp_path / "short.mp4", moving_square_frames(10))
+    geometry = FrameGeometry(size=64, resize=64)
+    batches = []
+
+    class Counting:
+        def encode(self, frames):
+            batches.append(len(frames))
+            return encoder.encode(frames)
+
+    m = video_to_map(path, Counting(), 32, geometry)
+    assert batches == [10]  # 32 rows from 10 frames: each frame through the ConvNet once
+    frames, _ = read_frames(path, 32, geometry)
+    assert len(frames) == 32 and len(np.unique(frames.reshape(32, -1), axis=0)) == 10
+    np.testing.assert_allclose(m, encoder.encode(frames), rtol=1e-5, atol=1e-5)

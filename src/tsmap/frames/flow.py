@@ -233,6 +233,35 @@ def _frames_needed(indices: np.ndarray) -> set[int]:
     return set(pairs.tolist()) | set((pairs + 1).tolist())
 
 
+def read_distinct_flow_stacks(
+    path: Path | str,
+    num_samples: int,
+    geometry: FrameGeometry,
+    method: FlowFn,
+    stack: int = FLOW_STACK,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The distinct stacks of ``read_flow_stacks``, which of them each sample is, and the frame count.
+
+    ``stacks[rows]`` is ``read_flow_stacks``'s result; a short video repeats stacks, and
+    this encodes each one once.
+    """
+    path = Path(path)
+    cv2 = _import_cv2()
+
+    def gray(frame: av.VideoFrame) -> np.ndarray:
+        # The RGB stream's resize and crop, then ITU-R BT.601 luma.
+        return cv2.cvtColor(np.ascontiguousarray(geometry.convert(frame)), cv2.COLOR_RGB2GRAY)
+
+    def wanted_for(count: int) -> set[int]:
+        return _frames_needed(flow_indices(count, num_samples, stack)) if count >= 2 else set()
+
+    frames, count = decode_sampled(path, wanted_for, gray)
+    if count < 2:
+        raise VideoError(path, f"optical flow needs at least 2 frames, the video has {count}")
+    distinct, rows = np.unique(flow_indices(count, num_samples, stack), axis=0, return_inverse=True)
+    return flow_stacks(frames, distinct, method), rows.reshape(-1), count
+
+
 def read_flow_stacks(
     path: Path | str,
     num_samples: int,
@@ -248,17 +277,5 @@ def read_flow_stacks(
     container frame count that disagrees with the decoded one triggers a second decode
     with the true count. A video with fewer than 2 frames raises ``VideoError``.
     """
-    path = Path(path)
-    cv2 = _import_cv2()
-
-    def gray(frame: av.VideoFrame) -> np.ndarray:
-        # The RGB stream's resize and crop, then ITU-R BT.601 luma.
-        return cv2.cvtColor(np.ascontiguousarray(geometry.convert(frame)), cv2.COLOR_RGB2GRAY)
-
-    def wanted_for(count: int) -> set[int]:
-        return _frames_needed(flow_indices(count, num_samples, stack)) if count >= 2 else set()
-
-    frames, count = decode_sampled(path, wanted_for, gray)
-    if count < 2:
-        raise VideoError(path, f"optical flow needs at least 2 frames, the video has {count}")
-    return flow_stacks(frames, flow_indices(count, num_samples, stack), method), count
+    stacks, rows, count = read_distinct_flow_stacks(path, num_samples, geometry, method, stack)
+    return stacks[rows], count

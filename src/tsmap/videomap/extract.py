@@ -24,9 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from tsmap.data.datasets import Clip
-from tsmap.data.video import FrameGeometry, VideoError, read_frames
+from tsmap.data.video import FrameGeometry, VideoError, read_distinct_frames
 from tsmap.frames.encoder import FrameEncoder
-from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_flow_stacks
+from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_distinct_flow_stacks
 from tsmap.videomap.store import StoreError, VideoMapStore
 
 
@@ -96,28 +96,33 @@ def flow_from_settings(settings: dict) -> FlowMethod | None:
     return make_flow(settings["flow_method"], settings["flow_preset"])
 
 
-def videomap_from_frames(frames: np.ndarray, encoder: FrameEncoder) -> np.ndarray:
-    """The paper's Eq. 1: M = [f_1; ...; f_T], row t = pooled features of frame t (or flow stack t)."""
-    return encoder.encode(frames)
+def videomap_from_frames(frames: np.ndarray, encoder: FrameEncoder, rows: np.ndarray | None = None) -> np.ndarray:
+    """The paper's Eq. 1: M = [f_1; ...; f_T], row t = pooled features of frame t (or flow stack t).
+
+    With ``rows``, ``frames`` holds distinct frames only and row t is that of ``frames[rows[t]]``.
+    """
+    features = encoder.encode(frames)
+    return features if rows is None else features[rows]
 
 
 def clip_reader(
     num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None
-) -> Callable[[Path], np.ndarray]:
-    """``read(path)`` -> what the encoder takes: T RGB frames, or T flow stacks when ``flow`` is given.
+) -> Callable[[Path], tuple[np.ndarray, np.ndarray]]:
+    """``read(path)`` -> (distinct inputs, rows): RGB frames, or flow stacks when ``flow`` is given.
 
-    Safe to call from several threads: each thread gets its own copy of the flow method
-    (an OpenCV flow object must not run in two threads at once).
+    ``inputs[rows]`` are the T inputs of the map; a video shorter than T repeats some,
+    which are then encoded once. Safe to call from several threads: each thread gets its
+    own copy of the flow method (an OpenCV flow object must not run in two threads at once).
     """
     if flow is None:
-        return lambda path: read_frames(path, num_frames, geometry)[0]
+        return lambda path: read_distinct_frames(path, num_frames, geometry)[:2]
     local = threading.local()
 
-    def read(path: Path) -> np.ndarray:
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
         method = getattr(local, "flow", None)
         if method is None:
             method = local.flow = make_flow(flow.method, flow.preset)
-        return read_flow_stacks(path, num_frames, geometry, method)[0]
+        return read_distinct_flow_stacks(path, num_frames, geometry, method)[:2]
 
     return read
 
@@ -130,7 +135,8 @@ def video_to_map(
     flow: FlowMethod | None = None,
 ) -> np.ndarray:
     """The VideoMap of one video: RGB frames, or with ``flow`` (and a flow encoder) flow stacks."""
-    return videomap_from_frames(clip_reader(num_frames, geometry, flow)(Path(path)), encoder)
+    frames, rows = clip_reader(num_frames, geometry, flow)(Path(path))
+    return videomap_from_frames(frames, encoder, rows)
 
 
 @dataclass
@@ -211,7 +217,7 @@ def extract_clips(
                 clip, future = pending.popleft()
                 submit_next()
                 try:
-                    frames = future.result()
+                    frames, rows = future.result()
                 except VideoError as exc:
                     summary.failed[clip.key] = exc.reason
                     store.record_failure(clip.key, exc.reason)
@@ -220,7 +226,7 @@ def extract_clips(
                         raise ExtractionAborted(str(exc)) from exc
                     bar.update(1)
                     continue
-                store.write(clip.key, videomap_from_frames(frames, encoder))
+                store.write(clip.key, videomap_from_frames(frames, encoder, rows))
                 done_keys.add(clip.key)
                 summary.done += 1
                 summary.frames += num_frames
