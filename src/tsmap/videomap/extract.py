@@ -144,7 +144,8 @@ class ExtractionSummary:
     done: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
-    frames: int = 0
+    frames: int = 0  # map rows written
+    encoded: int = 0  # distinct frames (or flow stacks) through the ConvNet: fewer when videos are shorter than T
     seconds: float = 0.0
     engine: str = ""  # what ran the frame ConvNet (torch / onnx)
 
@@ -160,6 +161,7 @@ class ExtractionSummary:
             out.done += p.done
             out.skipped += p.skipped
             out.frames += p.frames
+            out.encoded += p.encoded
             out.failed.update(p.failed)
         return out
 
@@ -230,6 +232,7 @@ def extract_clips(
                 done_keys.add(clip.key)
                 summary.done += 1
                 summary.frames += num_frames
+                summary.encoded += len(frames)
                 bar.update(1)
                 bar.set_postfix(frames_per_s=f"{summary.frames / (time.perf_counter() - start):.0f}")
         finally:
