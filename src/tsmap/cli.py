@@ -172,7 +172,9 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int,
         default=0,
         metavar="N",
         help="run each batch as forward/backward passes of N maps with gradients accumulated: the same "
-        "update as the whole batch, with a fraction of the activation memory. Default: 0 (the whole batch)",
+        "update as the whole batch, with a fraction of the activation memory. Default: 0 (auto: on CPU, "
+        "passes of about 16 maps of 256 x 1280, which keeps activations cache-sized and trains ~1.6x faster "
+        "than one pass of 128; on GPU the whole batch)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed for initialisation and batch order. Default: 0")
 

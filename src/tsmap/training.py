@@ -42,11 +42,25 @@ class TrainConfig:
     weight_decay: float = 5e-4
     clip_grad_norm: float = 20.0
     temporal_crop: float = 1.0  # min share of a map's rows kept by the random temporal crop (1 = off)
-    micro_batch: int = 0  # maps per forward/backward pass inside a batch (0 = the whole batch)
+    micro_batch: int = 0  # maps per forward/backward pass inside a batch (0 = auto, see auto_micro_batch)
     seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# On CPU the head trains fastest with ~16 maps of 256 x 1280 per pass: the activations of
+# larger passes fall out of the caches (benchmarks/train_head.py: batch 16 ~1.6x the maps/s
+# of batch 64 and more). Accumulated micro-batches give the whole batch's update (dropout masks aside).
+CPU_PASS_CELLS = 16 * 256 * 1280
+
+
+def auto_micro_batch(batch: int, num_frames: int, feature_dim: int, device: str) -> int:
+    """Maps per forward/backward pass when none is given: the whole batch on GPU; on CPU
+    as many maps as hold ``CPU_PASS_CELLS`` map cells (the whole batch for small maps)."""
+    if torch.device(device).type != "cpu":
+        return batch
+    return max(1, min(batch, CPU_PASS_CELLS // max(1, num_frames * feature_dim)))
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -118,7 +132,7 @@ def train_head(
             optimizer.zero_grad(set_to_none=True)
             # Micro-batches: the same gradient as the whole batch (the loss is the batch
             # mean), with the activations of one micro-batch alive at a time.
-            chunk = config.micro_batch if config.micro_batch > 0 else len(labels)
+            chunk = config.micro_batch or auto_micro_batch(len(labels), maps.shape[1], maps.shape[2], device)
             starts = range(0, len(labels), chunk)
             batch_loss = 0.0
             for start in starts:

@@ -65,7 +65,7 @@ class Explanation:
 def _layer_module(model: VideoMapHead, layer: str) -> tuple[torch.nn.Module, int]:
     """The module whose output is the Grad-CAM layer, and the number of stride-2 pools before it."""
     if layer == "conv3":
-        return model.block3[1], 2  # the ReLU after the 3rd conv: after block1's and block2's pools
+        return model.block3[0], 2  # the 3rd conv (its ReLU is applied here): after block1's and block2's pools
     if layer == "block3":
         return model.block3, 3
     raise ValueError(f"Grad-CAM layer must be one of {GRAD_CAM_LAYERS}, got {layer!r}")
@@ -89,7 +89,15 @@ def explain_maps(
     device = next(model.parameters()).device
     maps = maps.to(device)
     captured: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda _m, _i, out: captured.__setitem__("a", out))
+
+    def capture(_module: torch.nn.Module, _inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+        # The head pools before its ReLU (same values, less work); Grad-CAM wants the ReLU
+        # output of the conv, so the hook hands the pool ReLU(conv), which changes nothing
+        # downstream (the pool's own ReLU is then a no-op) and keeps it in the graph.
+        captured["a"] = torch.relu(out) if layer == "conv3" else out
+        return captured["a"]
+
+    handle = module.register_forward_hook(capture)
     try:
         with torch.enable_grad():
             scores = model(maps)
