@@ -69,7 +69,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
         default="rgb",
         help="'rgb': row t = features of frame t; 'flow': row t = features of the 5 optical flow fields "
         "starting at time t (10 uint8 channels, TSN's encoding) through the same ConvNet with TSN's "
-        "cross-modality initialisation (torch engine). A store holds one stream. Default: rgb",
+        "cross-modality initialisation. A store holds one stream. Default: rgb",
     )
     p.add_argument(
         "--flow",

@@ -90,8 +90,6 @@ def dataset_from_args(args: argparse.Namespace, split: int | None = None) -> Vid
 def check_flow_options(args: argparse.Namespace) -> None:
     if args.stream != "flow":
         return
-    if getattr(args, "engine", "torch") == "onnx":
-        raise UsageError("--engine onnx encodes RGB frames only; the flow stream runs on PyTorch (--engine torch)")
     if args.flow_preset is not None and args.flow_preset not in PRESETS[args.flow]:
         choices = ", ".join(PRESETS[args.flow])
         raise UsageError(f"--flow {args.flow} has the presets {choices}, not {args.flow_preset}")

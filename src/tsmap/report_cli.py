@@ -46,8 +46,8 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
         "Grad-CAM over time (Fig. 8) and, where the dataset records action intervals (the demo), how much "
         "attention and Grad-CAM fall on the action. Writes OUT/report.md, OUT/report.html, OUT/report.json, CSV "
         "tables and PNG figures. Trained heads are kept in OUT/heads and reused by a rerun with the same settings. "
-        "The defaults are sized for the demo (`tsmap demo`) on 2 CPU cores (a short schedule on 24 maps per class); "
-        "on a real dataset raise --epochs and --train-per-class (0 = all maps).",
+        "The defaults are sized for the demo (`tsmap demo`) on 2 CPU cores (a short schedule on 32 maps per "
+        "class: about 7 minutes); on a real dataset raise --epochs and --train-per-class (0 = all maps).",
     )
     p.add_argument(
         "--store",
@@ -65,7 +65,7 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", type=_positive, default=3, help="training seeds per table row. Default: 3")
     p.add_argument("--seed", type=int, default=0, help="first seed (rows use SEED, SEED+1, ...). Default: 0")
-    p.add_argument("--epochs", type=_positive, default=3, help="epochs of every head but TSN. Default: 3")
+    p.add_argument("--epochs", type=_positive, default=6, help="epochs of every head but TSN. Default: 6")
     p.add_argument("--batch-size", type=_positive, default=16, help="maps per mini-batch (not TSN). Default: 16")
     p.add_argument(
         "--lr", type=float, default=0.005, help="SGD learning rate of the ConvNet heads (not TSN). Default: 0.005"
@@ -81,8 +81,8 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--train-per-class",
         type=int,
-        default=24,
-        help="training maps per class, spread evenly over each class's list; 0 = every training map. Default: 24",
+        default=32,
+        help="training maps per class, spread evenly over each class's list; 0 = every training map. Default: 32",
     )
     p.add_argument(
         "--tsn-epochs", type=_positive, default=60, help="epochs of TSN (batches of 32, lr 0.01). Default: 60"

@@ -58,6 +58,7 @@ MOTION_PAIRS = [
     ("rotate_clockwise", "rotate_anticlockwise"),
     ("pan_right", "pan_left"),
 ]
+MOTION_FORWARD = {fwd for fwd, _ in MOTION_PAIRS}
 FRAME_SIZES = [(128, 128), (160, 120), (144, 112)]
 FPS = 25
 
@@ -237,6 +238,10 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
             frames.append(scene.paint([(patch, colour), (patch & texture, colour2)]))
     else:
         raise ValueError(f"unknown demo class {name!r}")
+    if name not in MOTION_FORWARD:
+        # The object is on screen during the action only: the empty scene before and after
+        # is the same for every class, so only the action's frames tell classes apart.
+        frames = [f if start <= i < end else scene.paint([]) for i, f in enumerate(frames)]
     return frames
 
 

@@ -22,9 +22,8 @@ BN-Inception checkpoint. BatchNorm is folded into the convolutions for inference
 Two engines run the same folded network: ``torch`` (eager PyTorch, channels_last; CPU or
 CUDA) and ``onnx`` (ONNX Runtime on CPU, see ``tsmap.frames.onnx_runtime``: an ONNX file
 per frame size, exported on first use, cached and checked against PyTorch). ``auto``
-picks onnx on CPU when onnxruntime and onnx are installed, else torch. The ONNX export
-takes 3-channel frames only, so the flow stream always runs on torch (``auto`` picks it;
-asking for ``onnx`` is an error).
+picks onnx on CPU when onnxruntime and onnx are installed, else torch. Both streams run
+on either engine (the ONNX graph takes C-channel uint8 input: 3 for frames, 10 for flow).
 """
 
 from __future__ import annotations
@@ -51,16 +50,11 @@ STREAMS = ("rgb", "flow")
 
 
 def resolve_engine(engine: str, device: torch.device, stream: str = "rgb") -> str:
-    """``auto`` -> ``onnx`` on CPU with onnxruntime and onnx installed, else ``torch``.
-
-    The flow stream runs on torch: the ONNX export is written for 3-channel frames.
-    """
+    """``auto`` -> ``onnx`` on CPU with onnxruntime and onnx installed, else ``torch``."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
-    if stream == "flow":
-        if engine == "onnx":
-            raise ValueError("the onnx engine encodes RGB frames only; the flow stream runs on engine='torch'")
-        return "torch"
+    if stream not in STREAMS:
+        raise ValueError(f"unknown stream {stream!r}; available: {', '.join(STREAMS)}")
     missing = onnx_runtime.missing_packages()
     if engine == "onnx":
         if device.type != "cpu":
@@ -84,7 +78,7 @@ class FrameEncoder:
     note, "onnx" raises. Other frame sizes get their own ONNX model on first use.
 
     ``stream`` is "rgb" (uint8 N x H x W x 3 frames) or "flow" (uint8 N x H x W x 10 flow
-    stacks, cross-modality initialised ConvNet, torch engine; see the module docstring).
+    stacks, cross-modality initialised ConvNet; see the module docstring).
     ``weights`` is a checkpoint file (see ``build_backbone``); ``self.weights`` labels
     the weights in use, with the file's hash.
     """

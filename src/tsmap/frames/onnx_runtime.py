@@ -132,15 +132,17 @@ class _ExportFeatures(nn.Module):
     def __init__(self, model: nn.Module, scale: torch.Tensor, shift: torch.Tensor):
         super().__init__()
         self.model = model
-        self.register_buffer("scale", scale.reshape(3).float())
-        self.register_buffer("shift", shift.reshape(3).float())
+        self.register_buffer("scale", scale.reshape(-1).float())
+        self.register_buffer("shift", shift.reshape(-1).float())
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.float() * self.scale + self.shift
         return self.model.features(x.permute(0, 3, 1, 2))
 
 
-def _fixed_pad_copy(model: nn.Module, height: int, width: int) -> tuple[nn.Module, list[tuple[list[int], SameConv2d]]]:
+def _fixed_pad_copy(
+    model: nn.Module, height: int, width: int, channels: int = 3
+) -> tuple[nn.Module, list[tuple[list[int], SameConv2d]]]:
     """A CPU copy of ``model`` whose strided convs pad by constants; returns the non-zero pads in run order."""
     model = copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format).eval()
     pads: dict[str, list[int]] = {}
@@ -159,7 +161,7 @@ def _fixed_pad_copy(model: nn.Module, height: int, width: int) -> tuple[nn.Modul
     handles = [m.register_forward_pre_hook(record(n)) for n, m in strided.items()]
     try:
         with torch.inference_mode():
-            model.features(torch.zeros(1, 3, height, width))
+            model.features(torch.zeros(1, channels, height, width))
     finally:
         for handle in handles:
             handle.remove()
@@ -243,9 +245,10 @@ def export_features(
 
     if input_dtype not in INPUT_DTYPES:
         raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
-    padded, fused = _fixed_pad_copy(model, height, width)
+    channels = scale.numel()  # 3 for RGB frames, 10 for flow stacks
+    padded, fused = _fixed_pad_copy(model, height, width, channels)
     wrapper = _ExportFeatures(padded, scale.detach().cpu(), shift.detach().cpu()).eval()
-    dummy = torch.zeros(2, height, width, 3, dtype=getattr(torch, input_dtype))
+    dummy = torch.zeros(2, height, width, channels, dtype=getattr(torch, input_dtype))
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The legacy exporter warns that it is legacy, and about Python ints in traced code
@@ -321,7 +324,9 @@ def make_session(data: bytes, threads: int | None = None):
 
 
 class OnnxFeatureRunner:
-    """An ORT session for one frame size: ``runner(uint8 N x H x W x 3) -> N x L float32``.
+    """An ORT session for one frame size: ``runner(uint8 N x H x W x C) -> N x L float32``.
+
+    C is 3 for RGB frames, 10 for flow stacks (the length of ``scale``).
 
     ``reference`` is the PyTorch engine's encode, used to check a fresh export.
     """
@@ -344,7 +349,7 @@ class OnnxFeatureRunner:
         if input_dtype not in INPUT_DTYPES:
             raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
         self.input_dtype = input_dtype
-        self.height, self.width = height, width
+        self.height, self.width, self.channels = height, width, scale.numel()
         directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         digest = digest or weights_digest(model)
         self.path = directory / model_filename(backbone, height, width, input_dtype, digest)
@@ -375,7 +380,8 @@ class OnnxFeatureRunner:
             self.exported = True
 
     def _check(self, reference: Callable[[np.ndarray], np.ndarray], rtol: float) -> dict:
-        frames = np.random.default_rng(0).integers(0, 256, (CHECK_BATCH, self.height, self.width, 3), dtype=np.uint8)
+        shape = (CHECK_BATCH, self.height, self.width, self.channels)
+        frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
         expected = np.asarray(reference(frames), dtype=np.float32)
         got = self(frames)
         if got.shape != expected.shape:
