@@ -15,14 +15,13 @@ benchmarks/results/extract.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from machine import machine_record
+from machine import save_results
 
 from tsmap.data.datasets import folder_dataset
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
@@ -31,8 +30,6 @@ from tsmap.frames.efficientnet_lite import load_pretrained_lite0
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.videomap.extract import extract_clips, extraction_settings
 from tsmap.videomap.store import VideoMapStore
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def bare_backbone_fps(encoder: FrameEncoder, size: int, frames: int) -> float:
@@ -133,9 +130,7 @@ def main() -> None:
     for name, fps in rows:
         vs_eager = f"{fps / eager:>10.2f}" if eager else f"{'-':>10}"
         print(f"{name:<30}{fps:>10.1f}{fps / backbone:>12.2f}{vs_eager}")
-    RESULTS.mkdir(exist_ok=True)
     record = {
-        "machine": machine_record(),
         "settings": vars(args) | {"video_root": str(args.video_root) if args.video_root else None},
         "videos": len(clips),
         "engine": encoder.engine,
@@ -146,7 +141,7 @@ def main() -> None:
         "end_to_end_over_eager": end_to_end / eager if eager else None,
         "peak_rss_mib": peak,
     }
-    (RESULTS / "extract.json").write_text(json.dumps(record, indent=1))
+    save_results("extract", record)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 import torch
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def machine_record() -> dict:
@@ -17,3 +21,11 @@ def machine_record() -> dict:
         # A loaded machine slows PyTorch more than ONNX Runtime: keep the load with the figures.
         "load_average": list(os.getloadavg()),
     }
+
+
+def save_results(name: str, record: dict) -> Path:
+    """Write ``record``, with the machine first, to ``benchmarks/results/<name>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine_record(), **record}, indent=1))
+    return path

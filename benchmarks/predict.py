@@ -4,17 +4,17 @@
 
 Writes a 340 x 256 H.264 video (HMDB51's frame size) of a textured scene panning under
 a moving square, and a run folder holding a VideoMap head (A0A1A2, 51 classes, T x 1280,
-randomly initialised: latency does not depend on the weights). Then
-``tsmap predict``'s path (``pipeline.predict_video``, engine auto) end to end, its first
-call apart (it builds the encoder and exports the ONNX model, once per frame size); then
-per frame-ConvNet engine its stages timed apart: decode + sample + resize/crop, the
-ConvNet on the T frames, the head. Medians of ``--rounds`` calls. Figures go to benchmarks/results/predict.json.
+randomly initialised: latency does not depend on the weights). Then ``tsmap predict``'s
+path (``pipeline.predict_video``, engine auto) end to end, its first call apart (it
+builds the encoder and exports the ONNX model, once per frame size); then per
+frame-ConvNet engine its stages timed apart: decode + sample + resize/crop, the ConvNet
+on the T frames, the head. Medians of ``--rounds`` calls. Figures go to
+benchmarks/results/predict.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import machine_record
+from machine import save_results
 
 from tsmap.data.synthetic import write_video
 from tsmap.data.video import FrameGeometry, read_distinct_frames
@@ -33,8 +33,6 @@ from tsmap.heads.checkpoint import save_head
 from tsmap.heads.videomap_head import VideoMapHead
 from tsmap.pipeline import predict_video
 from tsmap.videomap.extract import extraction_settings
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def panning_video(path: Path, frames: int, width: int = 340, height: int = 256, seed: int = 0) -> Path:
@@ -105,16 +103,14 @@ def main() -> None:
         print(f"{key:<10}" + "".join(f"{stages[e][key]:>9.2f}s" for e in engines))
     if len(engines) > 1:
         print(f"ConvNet onnx vs torch: {stages['torch']['convnet'] / stages['onnx']['convnet']:.2f}x")
-    RESULTS.mkdir(exist_ok=True)
     record = {
-        "machine": machine_record(),
         "settings": vars(args),
         "auto_engine": auto,
         "first_call_s": first,
         "predict_s": total,
         "stages_s": stages,
     }
-    (RESULTS / "predict.json").write_text(json.dumps(record, indent=1))
+    save_results("predict", record)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import machine_record
+from machine import save_results
 from torch.utils.flop_counter import FlopCounterMode
 
 from tsmap.data.datasets import Clip
@@ -39,7 +39,6 @@ from tsmap.training import TrainConfig, train_head
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import VideoMapStore
 
-RESULTS = Path(__file__).parent / "results"
 FEATURES = 1280
 CLASSES = 51
 HMDB51_TRAIN_MAPS = 3570
@@ -159,16 +158,14 @@ def main() -> None:
             f"{r['memory_above_baseline_mib']:.0f}",
         ]
         print("".join(f"{c:>13}" for c in cells))
-    RESULTS.mkdir(exist_ok=True)
     record = {
-        "machine": machine_record(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("child", "store")},
         "gemm_peak_gflops": peak,
         "training_flops_per_map": flops,
         "store_mib": store_mib,
         "modes": rows,
     }
-    (RESULTS / "train_head.json").write_text(json.dumps(record, indent=1))
+    save_results("train_head", record)
 
 
 if __name__ == "__main__":
