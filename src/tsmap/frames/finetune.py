@@ -141,16 +141,16 @@ def finetune(
         if state_path
         else []
     )
+    steps = len(loader)
     bar = tqdm(
-        range(len(history), config.epochs),
         desc=f"finetune {stream}",
-        unit="epoch",
-        initial=len(history),
-        total=config.epochs,
+        unit="batch",
+        initial=len(history) * steps,
+        total=config.epochs * steps,
         disable=not show_progress,
         dynamic_ncols=True,
     )
-    for epoch in bar:
+    for epoch in range(len(history), config.epochs):
         data.set_epoch(epoch)
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
@@ -170,17 +170,15 @@ def finetune(
             total_loss += loss.item() * len(y)
             correct += int((scores.argmax(1) == y).sum())
             seen += len(y)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
         scheduler.step()
-        record = {
-            "epoch": epoch + 1,
-            "loss": total_loss / seen,
-            "train_top1": correct / seen,
-            "lr": scheduler.get_last_lr()[0],
-        }
+        record = {"epoch": epoch + 1, "loss": total_loss / seen, "train_top1": correct / seen}
+        record["lr"] = scheduler.get_last_lr()[0]
         history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.2f}")
         if state_path is not None:
             save_training_state(state_path, identity, model, optimizer, scheduler, generator, history)
+    bar.close()
     model.eval()
     return model, history
 

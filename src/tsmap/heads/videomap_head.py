@@ -135,6 +135,9 @@ class VideoMapHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c3 * t3 * l3, num_classes)
         self.last_attention: torch.Tensor | None = None
+        # Conv weights in the layout of the activations, so their gradients come out in the
+        # layout DistributedDataParallel's buckets expect (else it warns and copies).
+        self.to(memory_format=torch.channels_last)
 
     def attention_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         if self.attention is None:
