@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -119,11 +120,11 @@ def test_finetune_lowers_the_training_loss(tiny_train, tmp_path):
     normalise = Normalise(*([127.5] * 3,) * 2)
     data_eval = SnippetDataset(clips, dataset.root, segments=3, size=64, resize=72, flip=False, seed=99)
     before = _mean_loss(start, data_eval, normalise)  # fc starts near zero: ~ln(4)
-    model, history = finetune(
+    model, history, skipped = finetune(
         start.backbone, "efficientnet_lite0", "rgb", data, 4, config, workers=0, show_progress=False
     )
     after = _mean_loss(model, data_eval, normalise)
-    assert len(history) == 8
+    assert len(history) == 8 and skipped == {}
     assert after < 0.7 * before, (before, after, history)
 
     # The checkpoint feeds extraction: the encoder's features are the fine-tuned network's.
@@ -180,18 +181,23 @@ def test_bninception_encoder_from_an_mmaction_checkpoint(tmp_path):
 
 
 def test_cli_finetune_then_extract_and_predict_with_its_weights(tiny_demo, tmp_path, capsys):
+    videos = tmp_path / "videos"
+    shutil.copytree(tiny_demo, videos)
+    bad = folder_dataset(videos).clips("train")[3].key
+    (videos / bad).write_bytes(b"not a video")  # skipped and named, the rest trains
     out = tmp_path / "ft"
     rc = main(
-        ["--quiet", "finetune", "--videos", str(tiny_demo), "--out", str(out), "--epochs", "1", "--batch-size", "8"]
-        + ["--image-size", "64", "--resize", "72", "--workers", "0", "--no-flip"]
+        ["--quiet", "finetune", "--videos", str(videos), "--out", str(out), "--epochs", "1", "--batch-size", "8"]
+        + ["--image-size", "64", "--resize", "72", "--workers", "2", "--no-flip"]
     )
     assert rc == 0
     ckpt = out / "rgb-efficientnet_lite0.pt"
-    assert "training loss" in capsys.readouterr().out and ckpt.is_file()
+    printed = capsys.readouterr().out
+    assert "training loss" in printed and f"skipped (unreadable): {videos / bad}" in printed and ckpt.is_file()
     store = tmp_path / "store"
     assert (
         main(
-            ["--quiet", "extract", "--videos", str(tiny_demo), "--store", str(store), "--weights", str(ckpt)]
+            ["--quiet", "extract", "--videos", str(videos), "--store", str(store), "--weights", str(ckpt)]
             + TINY_MAPS
         )
         == 0
@@ -200,13 +206,13 @@ def test_cli_finetune_then_extract_and_predict_with_its_weights(tiny_demo, tmp_p
     assert settings["weights"].startswith("finetuned rgb-efficientnet_lite0.pt sha256:")
     assert settings["weights_file"] == str(ckpt.resolve())
     # The same store cannot take maps made with the ImageNet weights.
-    assert main(["--quiet", "extract", "--videos", str(tiny_demo), "--store", str(store)] + TINY_MAPS) == 2
+    assert main(["--quiet", "extract", "--videos", str(videos), "--store", str(store)] + TINY_MAPS) == 2
     assert "weights" in capsys.readouterr().err
     run = tmp_path / "run"
     assert (
         main(["--quiet", "train", "--store", str(store), "--run", str(run), "--epochs", "1", "--head", "videomap"]) == 0
     )
-    video = next(tiny_demo.rglob("*.mp4"))
+    video = videos / folder_dataset(videos).clips("test")[0].key
     assert main(["--quiet", "predict", str(video), "--run", str(run)]) == 0
     ckpt.write_bytes(ckpt.read_bytes() + b"changed")  # predict refuses weights that changed since extraction
     assert main(["--quiet", "predict", str(video), "--run", str(run)]) == 2

@@ -159,7 +159,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"{len(dataset.classes)} classes, {config.segments} snippets each, {args.image_size} px, on {device}"
     )
     start = time.perf_counter()
-    model, history = finetune(
+    model, history, skipped = finetune(
         backbone,
         args.backbone,
         args.stream,
@@ -178,6 +178,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"training top-1 {first['train_top1'] * 100:.1f}% -> {last['train_top1'] * 100:.1f}% "
         f"(epoch 1 -> {last['epoch']})"
     )
+    for path, reason in skipped.items():
+        print(f"  skipped (unreadable): {path}: {reason}")
     stream = f" --stream {args.stream}" if args.stream == "flow" else ""
     print(f"wrote {out}")
     print(f"next: tsmap extract --videos {args.videos} --store MAPS --backbone {args.backbone}{stream} --weights {out}")

@@ -26,8 +26,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tsmap.data.video import VideoError
 from tsmap.frames.backbones import FINETUNE_FORMAT, backbone_spec, normalisation
-from tsmap.frames.finetune_data import SCALES, SnippetDataset
+from tsmap.frames.finetune_data import SCALES, SnippetDataset, collate_snippets
 from tsmap.training import resume_training_state, save_training_state, seed_everything
 
 
@@ -106,8 +107,12 @@ def finetune(
     workers: int = 2,
     state_path: Path | None = None,
     show_progress: bool = True,
-) -> tuple[SnippetClassifier, list[dict]]:
-    """Train ``backbone`` in place as a TSN snippet classifier; returns the classifier and one record per epoch."""
+) -> tuple[SnippetClassifier, list[dict], dict[str, str]]:
+    """Train ``backbone`` in place as a TSN snippet classifier.
+
+    Returns the classifier, one record per epoch, and the videos that could not be read
+    (path -> reason; they are skipped, and named on the progress bar when first met).
+    """
     spec = backbone_spec(backbone_name)
     generator = seed_everything(config.seed)
     model = SnippetClassifier(backbone, spec.feature_dim, num_classes, config.dropout, config.partial_bn)
@@ -119,6 +124,7 @@ def finetune(
         shuffle=True,
         generator=generator,
         num_workers=workers,
+        collate_fn=collate_snippets,
         persistent_workers=False,
         pin_memory=torch.device(device).type == "cuda",
     )
@@ -142,6 +148,7 @@ def finetune(
         else []
     )
     steps = len(loader)
+    skipped: dict[str, str] = {}
     bar = tqdm(
         desc=f"finetune {stream}",
         unit="batch",
@@ -154,7 +161,14 @@ def finetune(
         data.set_epoch(epoch)
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
-        for snippets, labels in loader:
+        for snippets, labels, unreadable in loader:
+            for item in unreadable:
+                if item.path not in skipped:
+                    skipped[item.path] = item.reason
+                    bar.write(f"skipped {item.path}: {item.reason}")
+            if len(labels) == 0:
+                bar.update(1)
+                continue
             x, y = normalise(snippets.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(torch.device(device).type, dtype=torch.float16, enabled=amp):
@@ -173,6 +187,8 @@ def finetune(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
         scheduler.step()
+        if seen == 0:
+            raise VideoError(data.root, f"none of the {len(data)} training videos could be read")
         record = {"epoch": epoch + 1, "loss": total_loss / seen, "train_top1": correct / seen}
         record["lr"] = scheduler.get_last_lr()[0]
         history.append(record)
@@ -180,7 +196,7 @@ def finetune(
             save_training_state(state_path, identity, model, optimizer, scheduler, generator, history)
     bar.close()
     model.eval()
-    return model, history
+    return model, history, skipped
 
 
 def save_finetuned(

@@ -34,6 +34,14 @@ SCALES = (1.0, 0.875, 0.75, 0.66)  # TSN's multi-scale crop sizes, as fractions 
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """What the dataset gives for a video it cannot use (the training loop skips and reports it)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Crop:
     top: int
     left: int
@@ -104,6 +112,9 @@ def _resized(frame: av.VideoFrame, short_side: int, gray: bool) -> np.ndarray:
 class SnippetDataset(Dataset):
     """(K x size x size x C uint8 snippets, label) per training clip; call ``set_epoch`` each epoch.
 
+    A video that cannot be decoded gives an ``Unreadable`` instead (batch with
+    ``collate_snippets``), so one bad file costs its own samples, not the run.
+
     ``flow``: the flow method; snippets are then 10-channel flow stacks computed on the fly
     from the decoded grayscale frames (each worker process or thread has its own copy).
     """
@@ -149,7 +160,13 @@ class SnippetDataset(Dataset):
             method = self._local.flow = make_flow(self.flow.method, self.flow.preset)
         return method
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | Unreadable:
+        try:
+            return self._snippets(index)
+        except VideoError as exc:
+            return Unreadable(exc.path, exc.reason)
+
+    def _snippets(self, index: int) -> tuple[torch.Tensor, int]:
         clip = self.clips[index]
         path = self.root / clip.key
         seeds = (self.seed, self.epoch, index)
@@ -174,3 +191,12 @@ class SnippetDataset(Dataset):
         rng = np.random.default_rng((*seeds, 0, 1))  # (count, 1) never collides with a count-seeded draw
         crop = multiscale_crop(*images.shape[1:3], self.size, rng, self.scales, flip=self.flip)
         return torch.from_numpy(apply_crop(images, crop, self.size, flow=self.flow is not None)), clip.label
+
+
+def collate_snippets(items: list) -> tuple[torch.Tensor, torch.Tensor, list[Unreadable]]:
+    """A batch of the readable items (snippets, labels) and the unreadable ones, apart."""
+    good = [item for item in items if not isinstance(item, Unreadable)]
+    bad = [item for item in items if isinstance(item, Unreadable)]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad
+    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad
