@@ -23,6 +23,8 @@ Typical use:
   tsmap predict VIDEO --run RUN
   tsmap extract --stream flow --videos DATA --store FLOWMAPS   # the motion stream, then train/evaluate
   tsmap fuse --runs RGB_RUN FLOW_RUN           # two-stream fusion of evaluated runs
+  tsmap finetune --videos DATA --out FT        # stage 1: fine-tune the frame ConvNet (then extract --weights)
+  tsmap report --store MAPS                    # the paper's tables and figures on your data
 """
 
 
