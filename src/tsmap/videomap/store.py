@@ -26,6 +26,8 @@ import numpy as np
 
 STORE_FORMAT = 1
 SETTINGS_FILE = "store.json"
+# Settings that say where something is, not what the maps are: they may change between runs.
+MOVABLE = ("weights_file",)
 FAILURES_FILE = "failures.jsonl"
 TMP_MARK = ".tmp-"
 
@@ -70,14 +72,16 @@ class VideoMapStore:
         """Open ``root`` if its settings equal ``settings``; create it if absent.
 
         ``source`` (where the videos came from) is informational and may change between
-        runs (a dataset moved to another disk); ``settings`` may not: a map made with
-        another backbone or T must never be mixed into the store.
+        runs (a dataset moved to another disk), as may ``weights_file`` (where the
+        ConvNet's weights file is; its hash is in ``weights``); the other settings may
+        not: a map made with another backbone or T must never be mixed into the store.
         """
         root = Path(root)
         wanted = {"format": STORE_FORMAT, **settings}
+        moved = {k: wanted.pop(k) for k in MOVABLE if k in wanted}
         if (root / SETTINGS_FILE).exists():
             store = cls.open(root)
-            have = {k: v for k, v in store.settings.items() if k != "source"}
+            have = {k: v for k, v in store.settings.items() if k != "source" and k not in MOVABLE}
             if have != wanted:
                 diff = ", ".join(
                     f"{k}: store has {have.get(k)!r}, asked {wanted.get(k)!r}"
@@ -87,11 +91,12 @@ class VideoMapStore:
                 raise StoreError(
                     f"{root} was made with other settings ({diff}); use another --store folder or the store's settings"
                 )
-            if source is not None and store.settings.get("source") != source:
-                store.settings["source"] = source
+            updates = moved | ({"source": source} if source is not None else {})
+            if any(store.settings.get(k) != v for k, v in updates.items()):
+                store.settings.update(updates)
                 _atomic_write_bytes(root / SETTINGS_FILE, json.dumps(store.settings, indent=1).encode())
             return store
-        full = {**wanted, "source": source or {}}
+        full = {**wanted, **moved, "source": source or {}}
         _atomic_write_bytes(root / SETTINGS_FILE, json.dumps(full, indent=1).encode())
         return cls(root, full)
 
