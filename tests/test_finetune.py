@@ -13,6 +13,7 @@ from torch import nn
 
 from tsmap.cli import main
 from tsmap.data.datasets import Clip, folder_dataset
+from tsmap.frames import onnx_runtime
 from tsmap.frames.backbones import BackboneError, build_backbone
 from tsmap.frames.bninception import MEAN_BGR, BNInception, _flat_names
 from tsmap.frames.encoder import FrameEncoder
@@ -174,6 +175,9 @@ def test_bninception_encoder_from_an_mmaction_checkpoint(tmp_path):
     with torch.no_grad():
         want = ref.features(bgr).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+    if not onnx_runtime.missing_packages():  # BN-Inception on ONNX Runtime: exported, checked, the same features
+        ort = FrameEncoder("bninception", weights=tmp_path / "tsn_bninception.pth", engine="onnx", image_size=96)
+        np.testing.assert_allclose(ort.encode(frames), got, rtol=1e-3, atol=1e-3 * np.abs(want).max())
     flow = FrameEncoder("bninception", weights=tmp_path / "tsn_bninception.pth", stream="flow", engine="torch")
     assert flow.weights.startswith("checkpoint sha256:") and flow.in_channels == 10
     with pytest.raises(BackboneError, match="no weights built in"):
@@ -196,10 +200,7 @@ def test_cli_finetune_then_extract_and_predict_with_its_weights(tiny_demo, tmp_p
     assert "training loss" in printed and f"skipped (unreadable): {videos / bad}" in printed and ckpt.is_file()
     store = tmp_path / "store"
     assert (
-        main(
-            ["--quiet", "extract", "--videos", str(videos), "--store", str(store), "--weights", str(ckpt)]
-            + TINY_MAPS
-        )
+        main(["--quiet", "extract", "--videos", str(videos), "--store", str(store), "--weights", str(ckpt)] + TINY_MAPS)
         == 0
     )
     settings = json.loads((store / "store.json").read_text())
