@@ -94,13 +94,13 @@ METRICS = ("top1", "top5", "mean_class_accuracy", "order_pairs_top1", "appearanc
 @dataclass
 class ReportOptions:
     """What the report runs. The defaults fit the demo (12 classes, 768 maps of T = 32)
-    in 15 minutes on 2 CPU cores (7.2 min measured on idle cores): 32 training maps per
+    in 15 minutes on 2 CPU cores (7.2-7.4 min measured on idle cores): 32 training maps per
     class (384, spread evenly over each class's list) for 6 epochs, batches of 16 (144 SGD
     steps, the demo's lr and weight decay with one decay by 10 after 70 % of the steps),
     3 seeds; TSN, a linear classifier on 3 frames per map, takes its demo schedule (60
     epochs, batches of 32, lr 0.01). The earlier default, 24 maps per class for 3 epochs,
-    built in 3.8 min but left the 3-layer heads at 75-79 % top-1 (84-89 % now), too
-    undertrained for Table III to compare attention variants.
+    built in 3.8 min but left the 3-layer heads at 75-79 % top-1, too
+    undertrained for Table III to compare attention variants (85-89 % with these).
 
     One design has its own learning rate (``design_lr``): the LSTM, which SGD at the
     ConvNets' 0.005 leaves near chance in 54 steps (the earlier default schedule; seed 0 on the demo: 24-29 % top-1 at
