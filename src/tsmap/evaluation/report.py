@@ -94,7 +94,7 @@ METRICS = ("top1", "top5", "mean_class_accuracy", "order_pairs_top1", "appearanc
 @dataclass
 class ReportOptions:
     """What the report runs. The defaults fit the demo (12 classes, 768 maps of T = 32)
-    in 15 minutes on 2 CPU cores (7.2-7.4 min measured on idle cores): 32 training maps per
+    in 15 minutes on 2 CPU cores (7.2-8.1 min measured on idle cores): 32 training maps per
     class (384, spread evenly over each class's list) for 6 epochs, batches of 16 (144 SGD
     steps, the demo's lr and weight decay with one decay by 10 after 70 % of the steps),
     3 seeds; TSN, a linear classifier on 3 frames per map, takes its demo schedule (60
