@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from tsmap.heads.standardize import FeatureStandardizer
-from tsmap.heads.videomap_head import conv_block, pooled_size, resample_time
+from tsmap.heads.videomap_head import channels_last_1ch, conv_block, pooled_size, resample_time
 
 ONE_LAYER_WIDTH = 16
 ALEXNET_WIDTHS = (24, 48, 64, 64, 48)
@@ -37,40 +37,44 @@ LSTM_HIDDEN = 256
 LSTM_LAYERS = 3
 
 
-class OneLayerHead(nn.Module):
-    def __init__(self, num_classes: int, num_frames: int, feature_dim: int, dropout: float = 0.5):
+class MapHead(nn.Module):
+    """What the designs share: ``config``, T, and the column standardiser applied to maps
+    resampled to T, as rows (``standardized``) or as a 1-channel image (``image``)."""
+
+    def __init__(self, head: str, num_classes: int, num_frames: int, feature_dim: int, **options):
         super().__init__()
         self.config = {
-            "head": "conv1",
+            "head": head,
             "num_classes": num_classes,
             "num_frames": num_frames,
             "feature_dim": feature_dim,
-            "dropout": dropout,
+            **options,
         }
         self.num_frames = num_frames
         self.standardize = FeatureStandardizer(feature_dim)
+
+    def standardized(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.standardize(resample_time(maps, self.num_frames).float())
+
+    def image(self, maps: torch.Tensor) -> torch.Tensor:
+        """B x 1 x T x L in channels_last strides, so the convs run channels_last (see ``channels_last_1ch``)."""
+        return channels_last_1ch(self.standardized(maps).unsqueeze(1).contiguous())
+
+
+class OneLayerHead(MapHead):
+    def __init__(self, num_classes: int, num_frames: int, feature_dim: int, dropout: float = 0.5):
+        super().__init__("conv1", num_classes, num_frames, feature_dim, dropout=dropout)
         self.block1 = conv_block(1, ONE_LAYER_WIDTH)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(ONE_LAYER_WIDTH * pooled_size(num_frames) * pooled_size(feature_dim), num_classes)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        x = self.standardize(resample_time(maps, self.num_frames).float()).unsqueeze(1)
-        h = self.block1(x.contiguous(memory_format=torch.channels_last))
-        return self.fc(self.dropout(h.flatten(1)))
+        return self.fc(self.dropout(self.block1(self.image(maps)).flatten(1)))
 
 
-class AlexNetHead(nn.Module):
+class AlexNetHead(MapHead):
     def __init__(self, num_classes: int, num_frames: int, feature_dim: int, dropout: float = 0.5):
-        super().__init__()
-        self.config = {
-            "head": "alexnet",
-            "num_classes": num_classes,
-            "num_frames": num_frames,
-            "feature_dim": feature_dim,
-            "dropout": dropout,
-        }
-        self.num_frames = num_frames
-        self.standardize = FeatureStandardizer(feature_dim)
+        super().__init__("alexnet", num_classes, num_frames, feature_dim, dropout=dropout)
         pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
         def conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -106,12 +110,10 @@ class AlexNetHead(nn.Module):
         )
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        x = self.standardize(resample_time(maps, self.num_frames).float()).unsqueeze(1)
-        h = self.features(x.contiguous(memory_format=torch.channels_last))
-        return self.classifier(h.flatten(1))
+        return self.classifier(self.features(self.image(maps)).flatten(1))
 
 
-class LSTMHead(nn.Module):
+class LSTMHead(MapHead):
     def __init__(
         self,
         num_classes: int,
@@ -121,25 +123,13 @@ class LSTMHead(nn.Module):
         layers: int = LSTM_LAYERS,
         dropout: float = 0.5,
     ):
-        super().__init__()
-        self.config = {
-            "head": "lstm",
-            "num_classes": num_classes,
-            "num_frames": num_frames,
-            "feature_dim": feature_dim,
-            "hidden": hidden,
-            "layers": layers,
-            "dropout": dropout,
-        }
-        self.num_frames = num_frames
-        self.standardize = FeatureStandardizer(feature_dim)
+        super().__init__("lstm", num_classes, num_frames, feature_dim, hidden=hidden, layers=layers, dropout=dropout)
         self.lstm = nn.LSTM(feature_dim, hidden, num_layers=layers, dropout=dropout, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden, num_classes)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        x = self.standardize(resample_time(maps, self.num_frames).float())
-        out, _ = self.lstm(x)
+        out, _ = self.lstm(self.standardized(maps))
         # The mean of the top layer's outputs over time (LRCN's average of per-frame
         # predictions, before the FC): every step gets a direct gradient, where the last
         # hidden state alone left the LSTM near chance in short schedules.
