@@ -188,7 +188,7 @@ class SnippetDataset(Dataset):
             images = flow_stacks(frames, pairs, self._flow_method())
         else:
             images = np.stack([frames[int(i)] for i in s])
-        rng = np.random.default_rng((*seeds, 0, 1))  # (count, 1) never collides with a count-seeded draw
+        rng = np.random.default_rng((*seeds, 0, 1))  # a longer seed than the count-seeded draws: its own stream
         crop = multiscale_crop(*images.shape[1:3], self.size, rng, self.scales, flip=self.flip)
         return torch.from_numpy(apply_crop(images, crop, self.size, flow=self.flow is not None)), clip.label
 
