@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from tsmap import distributed
+from tsmap.heads.checkpoint import save_atomic
 from tsmap.videomap.augment import temporal_crop_batch
 
 
@@ -179,10 +179,7 @@ def save_training_state(
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # the previous epoch's state stays whole until this instant
+    save_atomic(state, path)  # the previous epoch's state stays whole until this instant
 
 
 def resume_training_state(

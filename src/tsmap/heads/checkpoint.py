@@ -32,6 +32,14 @@ def build_head(config: dict) -> nn.Module:
     raise ValueError(f"unknown head {kind!r}")
 
 
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` to a temp file, then rename: ``path`` holds the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def save_head(
     path: Path, model: nn.Module, classes: list[str], store_settings: dict, extra: dict | None = None
 ) -> None:
@@ -44,10 +52,7 @@ def save_head(
         "store_settings": store_settings,
         "extra": extra or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_atomic(payload, path)
 
 
 def load_head(path: Path, device: str = "cpu") -> tuple[nn.Module, dict]:
