@@ -223,3 +223,21 @@ def test_cli_finetune_then_extract_and_predict_with_its_weights(tiny_demo, tmp_p
     assert main(["--quiet", "predict", str(video), "--run", str(run)]) == 0
     ckpt.write_bytes(ckpt.read_bytes() + b"changed")  # predict refuses weights that changed since extraction
     assert main(["--quiet", "predict", str(video), "--run", str(run)]) == 2
+
+
+def test_finetune_resumes_only_a_run_with_the_same_inputs(tiny_train, tmp_path, capsys):
+    dataset, clips = tiny_train
+    state = tmp_path / "state.pt"
+    config = FinetuneConfig(epochs=1, batch_size=4, lr=0.001, lr_steps=[100], dropout=0.5)
+
+    def run(resize: int) -> list[dict]:
+        data = SnippetDataset(clips, dataset.root, segments=2, size=48, resize=resize, flip=False)
+        backbone, _ = build_backbone("efficientnet_lite0")
+        _, history, _ = finetune(backbone, "efficientnet_lite0", "rgb", data, 4, config, workers=0, state_path=state)
+        return history
+
+    first = run(56)
+    capsys.readouterr()
+    assert run(56) == first and "resuming" in capsys.readouterr().out  # the saved state, nothing retrained
+    run(64)  # other frames: the saved state must not be continued with them
+    assert "left by a run with other settings" in capsys.readouterr().out

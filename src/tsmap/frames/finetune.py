@@ -28,6 +28,7 @@ from tqdm import tqdm
 from tsmap.data.video import VideoError
 from tsmap.frames.backbones import FINETUNE_FORMAT, backbone_spec, normalisation
 from tsmap.frames.finetune_data import SCALES, SnippetDataset, collate_snippets
+from tsmap.frames.onnx_runtime import weights_digest
 from tsmap.heads.checkpoint import save_atomic
 from tsmap.training import resume_training_state, save_training_state, seed_everything
 
@@ -134,13 +135,18 @@ def finetune(
     amp = torch.device(device).type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loss_fn = nn.CrossEntropyLoss()
+    # Everything a resumed run must share with the killed one: the starting weights (a
+    # rerun from other --weights starts afresh), what the snippets are made of, the recipe.
     identity = {
         "config": config.to_dict(),
         "backbone": backbone_name,
+        "base_weights": weights_digest(backbone),
         "stream": stream,
+        "flow": None if data.flow is None else [data.flow.method, data.flow.preset],
         "num_clips": len(data),
         "num_classes": num_classes,
         "size": data.size,
+        "resize": data.resize,
     }
     history = (
         resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device)
