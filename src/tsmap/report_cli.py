@@ -234,7 +234,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from tsmap import pipeline
     from tsmap.data.datasets import DatasetError
-    from tsmap.data.video import FrameGeometry, read_frames, uniform_indices
+    from tsmap.data.video import FrameGeometry, read_distinct_frames, uniform_indices
     from tsmap.evaluation.explain import (
         ActionInterval,
         describe_shares,
@@ -267,8 +267,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = args.out or args.run / "explain"
     out.mkdir(parents=True, exist_ok=True)
     for video in args.videos:
-        frames, count = read_frames(video, s["frames"], geometry)
-        videomap = torch.from_numpy(videomap_from_frames(frames, encoder))[None]
+        distinct, sample, count = read_distinct_frames(video, s["frames"], geometry)
+        videomap = torch.from_numpy(videomap_from_frames(distinct, encoder, sample))[None]
+        frames = distinct[sample]
         ex = explain_maps(model, videomap, target, layer=args.layer)
         rows = head_row_frames(count, videomap.shape[1], model.num_frames)
         if args.action is not None:
