@@ -121,3 +121,18 @@ def test_checkpoint_roundtrip(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a tsmap checkpoint"):
         load_head(tmp_path / "bad.pt")
+
+
+def test_standardizer_centres_columns_and_shares_one_scale():
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.randn(64, T, L, generator=gen) * 2.0 + 3.0
+    maps[..., 0] = 5.0 + 1e-3 * torch.randn(64, T, generator=gen)  # a column that barely varies
+    head = _head()
+    head.standardize.fit([maps[:32], maps[32:]])
+    out = head.standardize(maps)
+    torch.testing.assert_close(out.mean(dim=(0, 1)), torch.zeros(L), atol=1e-4, rtol=0)
+    # One scale for every column: the near-constant column stays near 0 instead of being
+    # blown up to unit variance like the informative ones.
+    assert torch.all(head.standardize.std == head.standardize.std[0])
+    assert out[..., 0].std() < 1e-3
+    assert 0.9 < out[..., 1:].std() < 1.1
