@@ -72,6 +72,11 @@ def test_grad_cam_known_answer(start, end):
     expected = cells_to_rows(cells, t, pools=2)[0]
     np.testing.assert_allclose(ex.grad_cam[0] / ex.grad_cam[0].max(), expected, atol=1e-6)
     assert ex.grad_cam[0][np.abs(np.arange(t)[:, None] - np.arange(start, end)[None]).min(1) > 7].max() == 0
+    # Conv-1 has a cell per row and sees the map itself: its Grad-CAM is the bump, row for row.
+    first = explain_maps(head, videomap, torch.tensor([0]), layer="conv1")
+    bump = np.zeros(t)
+    bump[start:end] = 1.0
+    np.testing.assert_allclose(first.grad_cam[0] / first.grad_cam[0].max(), bump, atol=1e-6)
     # Evidence against a class: alpha < 0, and the ReLU leaves nothing.
     against = explain_maps(head, videomap, torch.tensor([1]))
     assert against.grad_cam.max() == 0

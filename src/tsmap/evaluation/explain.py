@@ -9,6 +9,9 @@
   cells, interpolated back to the head's T rows. The default layer is the paper's "Conv-3":
   the ReLU output of the third conv, before the block's pool, which keeps T/4 time cells
   (the block's pooled output, ``layer="block3"``, has only T/8: 4 cells for T = 32).
+  ``conv1`` and ``conv2`` (T and T/2 cells) say where in time the early layers find the
+  evidence: at T = 32, conv-3's 8 cells and wide receptive field blur an action's edges
+  over several rows each side.
   Cell j of a layer after k stride-2 pools is centred on input row j * 2^k (the pools
   have kernel 3, stride 2, padding 1), and the interpolation puts it there.
 - **Rows -> video frames.** Row t of a map sampled from a video of n frames shows frame
@@ -31,7 +34,7 @@ import torch
 from tsmap.data.video import uniform_indices
 from tsmap.heads.videomap_head import VideoMapHead, resample_time
 
-GRAD_CAM_LAYERS = ("conv3", "block3")
+GRAD_CAM_LAYERS = ("conv1", "conv2", "conv3", "block3")
 
 
 def head_row_frames(num_video_frames: int, map_rows: int, head_rows: int) -> np.ndarray:
@@ -64,8 +67,9 @@ class Explanation:
 
 def _layer_module(model: VideoMapHead, layer: str) -> tuple[torch.nn.Module, int]:
     """The module whose output is the Grad-CAM layer, and the number of stride-2 pools before it."""
-    if layer == "conv3":
-        return model.block3[0], 2  # the 3rd conv (its ReLU is applied here): after block1's and block2's pools
+    if layer in ("conv1", "conv2", "conv3"):
+        k = int(layer[-1])  # the k-th conv (its ReLU is applied in the hook), after k - 1 pools
+        return getattr(model, f"block{k}")[0], k - 1
     if layer == "block3":
         return model.block3, 3
     raise ValueError(f"Grad-CAM layer must be one of {GRAD_CAM_LAYERS}, got {layer!r}")
@@ -94,7 +98,7 @@ def explain_maps(
         # The head pools before its ReLU (same values, less work); Grad-CAM wants the ReLU
         # output of the conv, so the hook hands the pool ReLU(conv), which changes nothing
         # downstream (the pool's own ReLU is then a no-op) and keeps it in the graph.
-        captured["a"] = torch.relu(out) if layer == "conv3" else out
+        captured["a"] = torch.relu(out) if layer.startswith("conv") else out
         return captured["a"]
 
     handle = module.register_forward_hook(capture)

@@ -537,11 +537,15 @@ def pick_explain_videos(test: MapDataset, options: ReportOptions) -> list[str]:
     return [keys[int(np.flatnonzero(labels == c)[0])] for c in dict.fromkeys(chosen)]
 
 
-def explain_batches(model, data: MapDataset, batch: int = 32):
+def explain_batches(model, data: MapDataset, batch: int = 32, layer: str = "conv3"):
     for start in range(0, len(data), batch):
         items = [data[i] for i in range(start, min(start + batch, len(data)))]
         maps = torch.stack([m for m, _ in items])
-        yield start, maps, explain_maps(model, maps, torch.tensor([y for _, y in items]))
+        yield start, maps, explain_maps(model, maps, torch.tensor([y for _, y in items]), layer=layer)
+
+
+# Grad-CAM layers measured besides the paper's conv-3 (on the explained head only).
+EARLY_CAM_LAYERS = ("conv1", "conv2")
 
 
 def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, device: str) -> dict:
@@ -572,17 +576,36 @@ def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, d
 
     def summary(rows: list[dict]) -> dict:
         out = {"videos": len(rows)}
-        for key in ("attention_share", "grad_cam_share", "interval_share_rows", "interval_share_frames"):
+        curves = ["attention_share", "grad_cam_share"]
+        early = [f"grad_cam_share_{layer}" for layer in EARLY_CAM_LAYERS]
+        curves += [key for key in early if rows and key in rows[0]]
+        for key in curves + ["interval_share_rows", "interval_share_frames"]:
             values = [r[key] for r in rows if r[key] is not None]
             out[key] = float(np.mean(values)) if values else None
-        for key in ("attention_share", "grad_cam_share"):
+        for key in curves:
             above = [r[key] > r["interval_share_rows"] for r in rows if r[key] is not None]
             out[f"{key}_above_interval"] = float(np.mean(above)) if above else None
             out[f"{key}_videos"] = len(above)
         return out
 
+    def early_layer_shares(model, rows: list[dict]) -> None:
+        """Adds ``grad_cam_share_<layer>`` to the explained head's rows, for the earlier convs."""
+        if not isinstance(model, VideoMapHead):
+            return
+        by_video = {r["video"]: r for r in rows}
+        for layer in EARLY_CAM_LAYERS:
+            for start, maps, ex in explain_batches(model, test, layer=layer):
+                for j in range(len(maps)):
+                    clip = test.clips[start + j]
+                    if clip.key in by_video:
+                        iv = intervals[clip.key]
+                        frames = head_row_frames(iv.frames, maps.shape[1], model.num_frames)
+                        share = interval_shares(ex, j, frames, iv.start, iv.end, iv.frames)["grad_cam_share"]
+                        by_video[clip.key][f"grad_cam_share_{layer}"] = share
+
     curves: dict[str, list] = {"attention": [], "grad_cam": [], "inside": []}
     main_rows = shares(main_model, curves)
+    early_layer_shares(main_model, main_rows)
     per_seed = [summary(shares(m)) for m in a0a1a2_models]
     return {
         "available": True,
@@ -786,7 +809,12 @@ def checks(report: dict) -> list[dict]:
     loc = report["localization"]
     if loc.get("available"):
         m = loc["main"]
-        for key, what in (("attention_share", "attention a0"), ("grad_cam_share", "Grad-CAM")):
+        for key, what in (
+            ("attention_share", "attention a0"),
+            ("grad_cam_share", "Grad-CAM (conv-3, the paper's layer)"),
+            ("grad_cam_share_conv2", "Grad-CAM at conv-2"),
+            ("grad_cam_share_conv1", "Grad-CAM at conv-1"),
+        ):
             if m.get(key) is None:
                 continue
             out.append(
@@ -977,6 +1005,25 @@ def document(report: dict) -> list[tuple]:
                 loc_rows,
             ),
         ]
+        layer_rows = [
+            [name, _share(m.get(key)), _share(m.get(key + "_above_interval"))]
+            for name, key in (
+                ("conv-1 (a cell per row)", "grad_cam_share_conv1"),
+                ("conv-2 (a cell per 2 rows)", "grad_cam_share_conv2"),
+                ("conv-3 (a cell per 4 rows, the paper's)", "grad_cam_share"),
+            )
+            if m.get(key) is not None
+        ]
+        if len(layer_rows) > 1:
+            blocks += [
+                (
+                    "p",
+                    "Grad-CAM of the explained head by layer: the earlier convs see a few rows each, conv-3's "
+                    f"cells span 4 rows and its receptive field most of the map. The action covers "
+                    f"{_share(m['interval_share_rows'])} of the rows.",
+                ),
+                ("table", ["layer", "Grad-CAM on action", "videos: Grad-CAM above"], layer_rows),
+            ]
     else:
         blocks.append(("p", f"Shares on the action not measured: {loc['reason']}."))
     if "time_profile" in report["figures"]:
@@ -1104,8 +1151,9 @@ def write_outputs(report: dict, out_dir: Path) -> None:
         [[r["class"], r["videomap_top1"], r["tsn_top1"], r["gain"], r["test_videos"]] for r in report["per_class"]],
     )
     loc = report["localization"]
-    keys = ["video", "attention_share", "grad_cam_share", "interval_share_rows", "interval_share_frames"]
-    _write_csv(out_dir / "localization.csv", keys, [[r[k] for k in keys] for r in loc.get("main_per_video", [])])
+    keys = ["video", "attention_share", "grad_cam_share"]
+    keys += [f"grad_cam_share_{layer}" for layer in EARLY_CAM_LAYERS] + ["interval_share_rows", "interval_share_frames"]
+    _write_csv(out_dir / "localization.csv", keys, [[r.get(k) for k in keys] for r in loc.get("main_per_video", [])])
     _atomic_text(out_dir / "report.json", json.dumps(report, indent=1))
     blocks = document(report)
     _atomic_text(out_dir / "report.md", to_markdown(blocks))
