@@ -140,3 +140,22 @@ def test_trained_head_attends_to_the_action(tmp_path):
     assert main["grad_cam_share"] > main["interval_share_rows"] + 0.02
     assert main["attention_share_above_interval"] > 0.9
     assert main["grad_cam_share_above_interval"] > 0.5
+
+
+def test_attention_spread_tells_a_prior_over_positions_from_a_response(tmp_path):
+    test_store, test_clips = _synthetic_store(tmp_path / "test", 16, seed=1)
+    test = MapDataset(test_store, test_clips, in_memory=True)
+    intervals = {c.key: ActionInterval(*ACTION, VIDEO_FRAMES) for c in test_clips}
+    seed_everything(0)
+    head = VideoMapHead(C, T, L, attention="A0A1A2")
+    head.standardize.fit([torch.stack([m for m, _ in test])])
+    with torch.no_grad():  # scores from the bias alone: the same a0 for every map
+        head.attention.fc.weight.zero_()
+        head.attention.fc.bias.copy_(torch.linspace(-1, 1, T))
+    prior = localization(head, [], test, intervals, "cpu")["main"]
+    assert prior["attention_spread_between_videos"] < 1e-6
+    assert prior["attention_spread_within_video"] > 0.3
+    with torch.no_grad():  # a random FC: a0 depends on the map
+        head.attention.fc.weight.normal_(0, 1.0)
+    response = localization(head, [], test, intervals, "cpu")["main"]
+    assert response["attention_spread_between_videos"] > 0.05

@@ -242,8 +242,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         find_action_interval,
         head_row_frames,
         interval_shares,
+        plot_explained,
     )
-    from tsmap.evaluation.plots import plot_explanation
     from tsmap.heads.checkpoint import load_head
     from tsmap.heads.videomap_head import VideoMapHead
     from tsmap.videomap.extract import encoder_for_store, videomap_from_frames
@@ -298,18 +298,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             title += "\n" + describe_shares(shares, iv.start, iv.end)
         shown = uniform_indices(len(frames), args.frames_shown)
         ids = uniform_indices(count, len(frames))[shown].tolist()
-        png = plot_explanation(
-            frames[shown],
-            ids,
-            ex.standardized[0],
-            rows,
-            None if ex.attention is None else ex.attention[0],
-            ex.grad_cam[0],
-            count,
-            out / f"{video.stem}.png",
-            title,
-            interval=None if iv is None else (iv.start, iv.end),
-        )
+        png = plot_explained(ex, frames[shown], ids, rows, count, out / f"{video.stem}.png", title, iv)
         (out / f"{video.stem}.json").write_text(json.dumps(result, indent=1))
         print(f"{video}:")
         for name, p in result["top5"]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from tsmap.data.video import uniform_indices
+from tsmap.evaluation.plots import plot_explanation
 from tsmap.heads.videomap_head import VideoMapHead, resample_time
 
 GRAD_CAM_LAYERS = ("conv1", "conv2", "conv3", "block3")
@@ -179,6 +180,31 @@ def find_action_interval(video: Path) -> ActionInterval | None:
         if intervals:
             return intervals.get(video.relative_to(root).as_posix())
     return None
+
+
+def plot_explained(
+    ex: Explanation,
+    frames: np.ndarray,
+    frame_ids: list[int],
+    row_frames: np.ndarray,
+    num_video_frames: int,
+    path: Path,
+    title: str,
+    interval: ActionInterval | None = None,
+) -> Path:
+    """Fig. 8 of the first map of ``ex``: its frames, VideoMap, a0 and Grad-CAM over time."""
+    return plot_explanation(
+        frames,
+        frame_ids,
+        ex.standardized[0],
+        row_frames,
+        None if ex.attention is None else ex.attention[0],
+        ex.grad_cam[0],
+        num_video_frames,
+        path,
+        title,
+        interval=None if interval is None else (interval.start, interval.end),
+    )
 
 
 def describe_shares(shares: dict, start: int, end: int) -> str:

@@ -325,14 +325,18 @@ def plot_training_curves(histories: dict[str, list[list[dict]]], path: Path, tit
 
 
 def plot_time_profile(
-    attention: np.ndarray | None, grad_cam: np.ndarray, inside: np.ndarray, path: Path, title: str
+    attention: np.ndarray | None, grad_cams: dict[str, np.ndarray], inside: np.ndarray, path: Path, title: str
 ) -> Path:
-    """Mean over videos, row by row, of a0 and of Grad-CAM (rescaled so that uniform = 1), with the
-    share of videos whose action covers each row: whether the curves follow the action or the clock."""
-    rows = np.arange(grad_cam.shape[1])
-    fig, ax = plt.subplots(figsize=(8, 4.6))
-    cam = grad_cam / np.maximum(grad_cam.sum(1, keepdims=True), 1e-12) * grad_cam.shape[1]
-    curves = [("Grad-CAM (uniform = 1)", cam, "tab:red")]
+    """Mean over videos, row by row, of a0 and of Grad-CAM at each layer given (label -> B x T,
+    rescaled so that uniform = 1), with the share of videos whose action covers each row:
+    whether the curves follow the action or the clock."""
+    rows = np.arange(inside.shape[1])
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    colours = iter(["tab:red", "tab:orange", "tab:brown"])
+    curves = []
+    for label, grad_cam in grad_cams.items():
+        cam = grad_cam / np.maximum(grad_cam.sum(1, keepdims=True), 1e-12) * grad_cam.shape[1]
+        curves.append((f"Grad-CAM {label} (uniform = 1)", cam, next(colours)))
     if attention is not None:
         curves.insert(0, ("attention a0 (uniform = 1)", attention, "tab:purple"))
     for label, values, colour in curves:

@@ -50,6 +50,7 @@ from tsmap.evaluation.explain import (
     head_row_frames,
     interval_shares,
     load_action_intervals,
+    plot_explained,
     rows_in_interval,
 )
 from tsmap.evaluation.metrics import confusion_matrix, per_class_accuracy, summarize
@@ -588,8 +589,9 @@ def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, d
             out[f"{key}_videos"] = len(above)
         return out
 
-    def early_layer_shares(model, rows: list[dict]) -> None:
-        """Adds ``grad_cam_share_<layer>`` to the explained head's rows, for the earlier convs."""
+    def early_layer_shares(model, rows: list[dict], curves: dict) -> None:
+        """Adds ``grad_cam_share_<layer>`` to the explained head's rows, for the earlier convs
+        (and conv-1's curves, in the order of ``rows``, for the time profile)."""
         if not isinstance(model, VideoMapHead):
             return
         by_video = {r["video"]: r for r in rows}
@@ -602,15 +604,24 @@ def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, d
                         frames = head_row_frames(iv.frames, maps.shape[1], model.num_frames)
                         share = interval_shares(ex, j, frames, iv.start, iv.end, iv.frames)["grad_cam_share"]
                         by_video[clip.key][f"grad_cam_share_{layer}"] = share
+                        if layer == "conv1":
+                            curves["grad_cam_conv1"].append(ex.grad_cam[j])
 
-    curves: dict[str, list] = {"attention": [], "grad_cam": [], "inside": []}
+    curves: dict[str, list] = {"attention": [], "grad_cam": [], "grad_cam_conv1": [], "inside": []}
     main_rows = shares(main_model, curves)
-    early_layer_shares(main_model, main_rows)
+    early_layer_shares(main_model, main_rows, curves)
+    main = summary(main_rows)
+    if curves["attention"]:
+        # Does a0 respond to the video? Its spread between videos at the same row, against its
+        # spread between the rows of one video (a prior over positions has the first near 0).
+        a0 = np.array(curves["attention"])
+        main["attention_spread_between_videos"] = float(a0.std(0).mean())
+        main["attention_spread_within_video"] = float(a0.std(1).mean())
     per_seed = [summary(shares(m)) for m in a0a1a2_models]
     return {
         "available": True,
         "target": "the true class",
-        "main": summary(main_rows),
+        "main": main,
         "main_per_video": main_rows,
         "a0a1a2_seeds": per_seed,
         # Row by row, over the test videos (the time profile figure): means, and curves for the plot.
@@ -710,9 +721,12 @@ def write_figures(report, out_dir: Path, store, dataset, main, test, histories, 
     loc = report["localization"]
     curves = loc.pop("_curves", None)
     if curves and curves["grad_cam"]:
+        cams = {"conv-3": np.array(curves["grad_cam"])}
+        if curves.get("grad_cam_conv1"):
+            cams["conv-1"] = np.array(curves["grad_cam_conv1"])
         figs["time_profile"] = plots.plot_time_profile(
             np.array(curves["attention"]) if curves["attention"] else None,
-            np.array(curves["grad_cam"]),
+            cams,
             np.array(curves["inside"]),
             out_dir / "fig8_time_profile.png",
             f"Attention and Grad-CAM by position, over the {len(curves['grad_cam'])} test videos "
@@ -746,18 +760,7 @@ def explain_figures(report, out_dir, model, test: MapDataset, dataset, intervals
         if iv is not None:
             text += "\n" + describe_shares(interval_shares(ex, 0, rows, iv.start, iv.end, iv.frames), iv.start, iv.end)
         name = f"fig8_explain_{n + 1}.png"
-        plots.plot_explanation(
-            frames,
-            ids,
-            ex.standardized[0],
-            rows,
-            None if ex.attention is None else ex.attention[0],
-            ex.grad_cam[0],
-            count,
-            out_dir / name,
-            text,
-            interval=None if iv is None else (iv.start, iv.end),
-        )
+        plot_explained(ex, frames, ids, rows, count, out_dir / name, text, iv)
         names.append({"video": key, "file": name})
     return names
 
@@ -1024,6 +1027,21 @@ def document(report: dict) -> list[tuple]:
                 ),
                 ("table", ["layer", "Grad-CAM on action", "videos: Grad-CAM above"], layer_rows),
             ]
+        if m.get("attention_spread_between_videos") is not None:
+            between, within = m["attention_spread_between_videos"], m["attention_spread_within_video"]
+            blocks.append(
+                (
+                    "p",
+                    f"Does a0 respond to the video? Between videos, at the same row, it varies by {between:.3f} "
+                    f"(standard deviation, mean over rows); between the rows of one video, by {within:.3f}. "
+                    + (
+                        "The first is under a tenth of the second: a0 is close to one profile over positions "
+                        "shared by every video, not a response to what the rows show."
+                        if between < 0.1 * within
+                        else "It changes with the video, not only with the position."
+                    ),
+                )
+            )
     else:
         blocks.append(("p", f"Shares on the action not measured: {loc['reason']}."))
     if "time_profile" in report["figures"]:

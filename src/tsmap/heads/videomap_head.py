@@ -15,9 +15,13 @@ Attention branch: 2 blocks of the same kind (widths 8, 8) on M, the mean over th
 feature axis (which makes the FC independent of L), and an FC to T scores. Those scores
 are normalised with a softmax over time and multiplied by T, so that a0 averages 1:
 at initialisation (near-uniform softmax) the attention leaves the map's scale alone,
-and what it learns is a redistribution of weight between frames. a1 and a2 are max
-pools of a0 with the head's own pool geometry (kernel 3, stride 2, padding 1), so their
-lengths equal the temporal size of the feature maps they scale for any T.
+and what it learns is a redistribution of weight between frames. (On the demo the
+branch's second block ends up almost all dead ReLUs, and a0 is the FC's bias: one profile
+over positions for every video. Scoring each row from its own content instead made a0
+follow content, but it gave the action's rows less weight than the empty scene: see the
+README's "Temporal attention".) a1 and a2 are max pools of a0 with the head's own pool
+geometry (kernel 3, stride 2, padding 1), so their lengths equal the temporal size of the
+feature maps they scale for any T.
 
 Eq. 2: F~_i = (a_i (x) 1) o F_i: a_i scales every row (time step) of every channel of
 the map entering head block i+1. Variants (Table III): "none", "A0", "A1A2", "A0A1A2".
