@@ -10,7 +10,7 @@
   the ReLU output of the third conv, before the block's pool, which keeps T/4 time cells
   (the block's pooled output, ``layer="block3"``, has only T/8: 4 cells for T = 32).
   ``conv1`` and ``conv2`` (T and T/2 cells) say where in time the early layers find the
-  evidence: at T = 32, conv-3's 8 cells and wide receptive field blur an action's edges
+  evidence: at T = 32, conv-3's 8 cells, each seeing 35 rows, blur an action's edges
   over several rows each side.
   Cell j of a layer after k stride-2 pools is centred on input row j * 2^k (the pools
   have kernel 3, stride 2, padding 1), and the interpolation puts it there.

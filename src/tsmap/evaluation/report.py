@@ -1022,7 +1022,7 @@ def document(report: dict) -> list[tuple]:
                 (
                     "p",
                     "Grad-CAM of the explained head by layer: the earlier convs see a few rows each, conv-3's "
-                    f"cells span 4 rows and its receptive field most of the map. The action covers "
+                    f"cells span 4 rows and each sees 35 rows of the map. The action covers "
                     f"{_share(m['interval_share_rows'])} of the rows.",
                 ),
                 ("table", ["layer", "Grad-CAM on action", "videos: Grad-CAM above"], layer_rows),
