@@ -1032,8 +1032,8 @@ def document(report: dict) -> list[tuple]:
             blocks.append(
                 (
                     "p",
-                    f"Does a0 respond to the video? Between videos, at the same row, it varies by {between:.3f} "
-                    f"(standard deviation, mean over rows); between the rows of one video, by {within:.3f}. "
+                    f"Does a0 respond to the video? Between videos, at the same row, it varies by {between:.4f} "
+                    f"(standard deviation, mean over rows); between the rows of one video, by {within:.4f}. "
                     + (
                         "The first is under a tenth of the second: a0 is close to one profile over positions "
                         "shared by every video, not a response to what the rows show."
