@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from tsmap import pipeline
 from tsmap.data.datasets import Clip
+from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import uniform_indices
 from tsmap.evaluation.explain import (
     ActionInterval,
@@ -12,6 +14,7 @@ from tsmap.evaluation.explain import (
     explain_maps,
     find_action_interval,
     head_row_frames,
+    load_action_intervals,
     mass_share,
     rows_in_interval,
 )
@@ -159,3 +162,29 @@ def test_attention_spread_tells_a_prior_over_positions_from_a_response(tmp_path)
         head.attention.fc.weight.normal_(0, 1.0)
     response = localization(head, [], test, intervals, "cpu")["main"]
     assert response["attention_spread_between_videos"] > 0.05
+
+
+def test_grad_cam_points_at_the_action_on_demo_videos(tmp_path):
+    """The must-show of the report on real demo videos: decoded, encoded, mapped and a head trained.
+
+    Conv-1's Grad-CAM (a cell per row) puts most of its mass on the action's rows; seeds 0-3
+    gave 84-90 % against the action's 66-67 % of the rows, above it on 88-96 % of the videos.
+    (Conv-3's cells see the whole 16-row map, and a0 learns a prior over positions: neither
+    beats the interval here; the README's "Temporal attention" says why.)
+    """
+    videos = generate_demo_dataset(
+        tmp_path / "videos", DemoConfig(train_per_class=12, test_per_class=4, min_frames=40, max_frames=80)
+    )
+    dataset = pipeline.dataset_for_extraction("folder", videos)
+    options = pipeline.ExtractOptions(frames=16, image_size=64, resize=64, device="cpu")
+    store, _ = pipeline.extract(dataset, tmp_path / "store", options, show_progress=False)
+    seed_everything(0)
+    head = VideoMapHead(len(dataset.classes), 16, store.settings["feature_dim"], attention="A0A1A2")
+    train = MapDataset(store, list(dataset.clips("train")), in_memory=True)
+    config = TrainConfig(epochs=8, batch_size=16, lr=0.005, weight_decay=2e-3, seed=0)
+    train_head(head, train, config, show_progress=False)
+    test = MapDataset(store, list(dataset.clips("test")), in_memory=True)
+    found = localization(head, [], test, load_action_intervals(videos), "cpu")["main"]
+    assert found["videos"] == 48
+    assert found["grad_cam_share_conv1"] > found["interval_share_rows"] + 0.1
+    assert found["grad_cam_share_conv1_above_interval"] >= 0.8
