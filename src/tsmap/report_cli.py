@@ -172,10 +172,11 @@ def add_explain_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--layer",
-        choices=["conv3", "block3"],
+        choices=["conv1", "conv2", "conv3", "block3"],
         default="conv3",
-        help="Grad-CAM layer: conv3 (the 3rd conv's ReLU output, T/4 time cells, the paper's 'Conv-3') or "
-        "block3 (after its pool, T/8 cells). Default: conv3",
+        help="Grad-CAM layer: conv3 (the 3rd conv's ReLU output, T/4 time cells, the paper's 'Conv-3'), "
+        "block3 (after its pool, T/8 cells), or the earlier conv1 (T cells, one per row) or conv2 (T/2 cells), "
+        "whose cells see fewer rows and so place the evidence more sharply in time. Default: conv3",
     )
     p.add_argument("--frames-shown", type=_positive, default=8, help="video frames drawn on top. Default: 8")
     _device(p)
@@ -289,7 +290,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "grad_cam": ex.grad_cam[0].tolist(),
         }
         title = (
-            f"{video.name}: predicted {classes[top[0]]} ({probs[top[0]]:.0%}); Grad-CAM of {result['explained_class']}"
+            f"{video.name}: predicted {classes[top[0]]} ({probs[top[0]]:.0%}); "
+            f"Grad-CAM ({args.layer}) of {result['explained_class']}"
         )
         if iv is not None:
             shares = interval_shares(ex, 0, rows, iv.start, iv.end, count)
