@@ -554,12 +554,12 @@ def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, d
     if not intervals or not any(c.key in intervals for c in test.clips):
         return {"available": False, "reason": "the dataset records no action intervals (dataset.json)"}
 
-    def shares(model, curves: dict | None = None) -> list[dict]:
+    def shares(model, curves: dict | None = None, layer: str = "conv3") -> list[dict]:
         if not isinstance(model, VideoMapHead):
             return []
         model.to(device)
         rows = []
-        for start, maps, ex in explain_batches(model, test):
+        for start, maps, ex in explain_batches(model, test, layer=layer):
             for j in range(len(maps)):
                 clip = test.clips[start + j]
                 iv = intervals.get(clip.key)
@@ -577,39 +577,26 @@ def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, d
 
     def summary(rows: list[dict]) -> dict:
         out = {"videos": len(rows)}
-        curves = ["attention_share", "grad_cam_share"]
+        measured = ["attention_share", "grad_cam_share"]
         early = [f"grad_cam_share_{layer}" for layer in EARLY_CAM_LAYERS]
-        curves += [key for key in early if rows and key in rows[0]]
-        for key in curves + ["interval_share_rows", "interval_share_frames"]:
+        measured += [key for key in early if rows and key in rows[0]]
+        for key in measured + ["interval_share_rows", "interval_share_frames"]:
             values = [r[key] for r in rows if r[key] is not None]
             out[key] = float(np.mean(values)) if values else None
-        for key in curves:
+        for key in measured:
             above = [r[key] > r["interval_share_rows"] for r in rows if r[key] is not None]
             out[f"{key}_above_interval"] = float(np.mean(above)) if above else None
             out[f"{key}_videos"] = len(above)
         return out
 
-    def early_layer_shares(model, rows: list[dict], curves: dict) -> None:
-        """Adds ``grad_cam_share_<layer>`` to the explained head's rows, for the earlier convs
-        (and conv-1's curves, in the order of ``rows``, for the time profile)."""
-        if not isinstance(model, VideoMapHead):
-            return
-        by_video = {r["video"]: r for r in rows}
-        for layer in EARLY_CAM_LAYERS:
-            for start, maps, ex in explain_batches(model, test, layer=layer):
-                for j in range(len(maps)):
-                    clip = test.clips[start + j]
-                    if clip.key in by_video:
-                        iv = intervals[clip.key]
-                        frames = head_row_frames(iv.frames, maps.shape[1], model.num_frames)
-                        share = interval_shares(ex, j, frames, iv.start, iv.end, iv.frames)["grad_cam_share"]
-                        by_video[clip.key][f"grad_cam_share_{layer}"] = share
-                        if layer == "conv1":
-                            curves["grad_cam_conv1"].append(ex.grad_cam[j])
-
-    curves: dict[str, list] = {"attention": [], "grad_cam": [], "grad_cam_conv1": [], "inside": []}
+    curves: dict[str, list] = {"attention": [], "grad_cam": [], "inside": []}
     main_rows = shares(main_model, curves)
-    early_layer_shares(main_model, main_rows, curves)
+    # The explained head's Grad-CAM at the earlier convs too: the same videos in the same order.
+    for layer in EARLY_CAM_LAYERS:
+        layer_curves: dict[str, list] = {"attention": [], "grad_cam": [], "inside": []}
+        for row, other in zip(main_rows, shares(main_model, layer_curves, layer), strict=True):
+            row[f"grad_cam_share_{layer}"] = other["grad_cam_share"]
+        curves[f"grad_cam_{layer}"] = layer_curves["grad_cam"]
     main = summary(main_rows)
     if curves["attention"]:
         # Does a0 respond to the video? Its spread between videos at the same row, against its
