@@ -136,3 +136,36 @@ def test_standardizer_centres_columns_and_shares_one_scale():
     assert torch.all(head.standardize.std == head.standardize.std[0])
     assert out[..., 0].std() < 1e-3
     assert 0.9 < out[..., 1:].std() < 1.1
+
+
+def test_row_attention_weighs_a_frame_by_its_content_wherever_it_is():
+    # Per-row scoring: a frame's score depends on the frames within the branch's receptive
+    # field (6 rows either side: two 5-row convs, two 3-row pools) and not on its position,
+    # so the same content moved 10 rows later gets the same score. The paper's global FC
+    # scores positions with separate weights.
+    torch.manual_seed(0)
+    maps = torch.randn(1, T, L)
+    moved = maps.roll(10, dims=1)
+    for scoring, same in (("rows", True), ("global", False)):
+        torch.manual_seed(0)
+        head = VideoMapHead(C, T, L, attention="A0", attention_scoring=scoring).eval()
+        scores = [torch.log(head.attention(head.standardize(m).unsqueeze(1)))[0] for m in (maps, moved)]
+        # Rows 6..T-17 and their moved copies lie 6+ rows from either edge (no padding seen);
+        # softmax adds one constant per map, so compare scores up to a shift.
+        a, b = scores[0][6 : T - 16], scores[1][16 : T - 6]
+        assert torch.allclose(a - a.mean(), b - b.mean(), atol=1e-5) == same, scoring
+
+
+def test_heads_saved_before_row_attention_load_with_the_global_branch(tmp_path):
+    torch.manual_seed(0)
+    head = VideoMapHead(C, T, L, attention="A0A1A2", attention_scoring="global").eval()
+    save_head(tmp_path / "old.pt", head, [f"c{i}" for i in range(C)], {"frames": T})
+    payload = torch.load(tmp_path / "old.pt", weights_only=True)
+    del payload["config"]["attention_scoring"]  # as written by tsmap before the option existed
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, _ = load_head(tmp_path / "old.pt")
+    assert loaded.attention.scoring == "global"
+    x = torch.randn(2, T, L)
+    torch.testing.assert_close(loaded(x), head(x))
+    with pytest.raises(ValueError, match="attention scoring"):
+        VideoMapHead(C, T, L, attention_scoring="per-frame")

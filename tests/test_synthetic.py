@@ -15,14 +15,26 @@ def test_order_pairs_are_exact_time_reversals():
         assert (s1, e1) == (60 - e0, 60 - s0)
 
 
-def test_action_interval_is_where_frames_change():
-    frames, (start, end) = render_clip("grow", np.random.default_rng(3), 120)
+def _changed_pixel_spreads(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For pixels that changed by far more than the sensor noise (sigma 3) between frames a and
+    b: the spread of R, G, B in each frame, sorted (greyer first): N x 2."""
+    changed = np.abs(a - b).max(axis=2) > 30
+    return np.sort(np.stack([np.ptp(a, axis=2)[changed], np.ptp(b, axis=2)[changed]], axis=1), axis=1)
+
+
+def test_the_coloured_action_fills_the_interval_and_a_grey_bystander_the_rest():
+    frames, (start, end) = render_clip("grow", np.random.default_rng(6), 120)
     x = np.stack(frames).astype(np.float32)
-    # Pixels that changed by far more than the sensor noise (sigma 3) between frames.
-    change = (np.abs(np.diff(x, axis=0)) > 30).mean(axis=(1, 2, 3))
-    assert 0 < start < end < 120
-    assert change[: start - 1].max() == 0 and change[end + 1 :].max() == 0, "still before and after"
-    assert np.all(change[start + 5 : end - 5] > 0), "the action changes every frame"
+    assert 5 < start < end < 115 and 0.3 <= (end - start) / 120 <= 0.55
+    # Outside the action, where a pixel changes, one of its two values is grey (the disc's),
+    # and over each stretch the grey disc changes size.
+    for i in [i for i in range(119) if i + 1 < start or i > end]:
+        assert np.all(_changed_pixel_spreads(x[i], x[i + 1])[:, 0] < 25), f"frames {i}, {i + 1}"
+    for first, last in ((0, start - 1), (end, 119)):
+        assert len(_changed_pixel_spreads(x[first], x[last])) > 100
+    # During the action, the changed pixels are coloured in one of the two (the object's).
+    for i in range(start + 1, end - 2, 5):
+        assert np.median(_changed_pixel_spreads(x[i], x[i + 1])[:, 1]) > 40, f"frames {i}, {i + 1}"
 
 
 def test_demo_dataset_files(tiny_demo):

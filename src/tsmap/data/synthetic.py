@@ -6,8 +6,11 @@ have exactly the same distribution of frames, and only the order of the frames t
 them apart: a frame-averaging model (TSN) is at chance on them, a model that reads the
 VideoMap in order is not. Two more classes differ in appearance only.
 
-Each video holds still frames before and after the action; the action's frame interval
-is recorded in ``dataset.json`` so attention and Grad-CAM can be checked against it.
+The action fills 30-55 % of a video, at a random place. Before and after it, a grey
+bystander disc grows or shrinks: frames that carry no class but move like ``grow`` or
+``shrink``, the "irrelevant frames that may hurt by introducing noise" that the paper's
+temporal attention is meant to discount. The action's frame interval is recorded in
+``dataset.json`` so attention and Grad-CAM can be checked against it.
 
 Why no "move left" vs "move right" or "rotate clockwise" vs "anticlockwise" pair: the
 frame encoder's global average pooling discards where an object is and, largely, which
@@ -239,16 +242,34 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
     else:
         raise ValueError(f"unknown demo class {name!r}")
     if name not in MOTION_FORWARD:
-        # The object is on screen during the action only: the empty scene before and after
-        # is the same for every class, so only the action's frames tell classes apart.
-        frames = [f if start <= i < end else scene.paint([]) for i, f in enumerate(frames)]
+        # The object is on screen during the action only. Before and after it, a bystander
+        # acts out noise that looks like the classes' actions: frames that a model reading
+        # every row equally must learn to discount (the paper's case for attention).
+        frames[:start] = bystander_frames(rng, scene, start)
+        frames[end:] = bystander_frames(rng, scene, n - end)
     return frames
 
 
+def bystander_frames(rng: np.random.Generator, scene: Scene, n: int) -> list[np.ndarray]:
+    """``n`` frames of a grey disc growing or shrinking at a random place, for any class.
+
+    It is the same for every class (and either way in time), so it only adds noise, and it
+    moves like ``grow``/``shrink``: grey, where the actions' objects are coloured, so a
+    frame's content tells it apart from the action's frames.
+    """
+    side = min(scene.w, scene.h)
+    cx, cy = rng.uniform(0.3, 0.7) * scene.w, rng.uniform(0.3, 0.7) * scene.h
+    r0, r1 = rng.uniform(0.05, 0.35, 2) * side
+    grey = np.full(3, rng.uniform(60, 200), dtype=np.float32)
+    radii = np.linspace(r0, r1, n) if n > 1 else [r0] * n
+    return [scene.paint([(scene.shape_mask(cx, cy, r), grey)]) for r in radii]
+
+
 def draw_interval(rng: np.random.Generator, n: int) -> tuple[int, int]:
-    """The action's frames [start, end) in a forward video: 10-25 % still on each side."""
-    before, after = (int(x) for x in rng.uniform(0.1, 0.25, 2) * n)
-    return before, n - after
+    """The action's frames [start, end) in a forward video: 30-55 % of it, anywhere."""
+    length = int(rng.uniform(0.3, 0.55) * n)
+    start = int(rng.integers(0, n - length + 1))
+    return start, start + length
 
 
 def render_clip(name: str, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], tuple[int, int]]:

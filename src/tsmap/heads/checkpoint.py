@@ -19,6 +19,8 @@ def build_head(config: dict) -> nn.Module:
     cfg = dict(config)
     kind = cfg.pop("head")
     if kind == "videomap":
+        # Heads saved before the per-row attention branch used the global one.
+        cfg.setdefault("attention_scoring", "global")
         return VideoMapHead(**cfg)
     if kind == "tsn":
         return TSNHead(**cfg)

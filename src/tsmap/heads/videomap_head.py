@@ -11,17 +11,24 @@ nearly all the FLOPs (25 * C_in * C_out per output pixel); 16/32/32 keeps a 256 
 map at ~1.6 GFLOP-MAC forward, and the FC input (32 * T/8 * L/8) small enough that the
 head has ~8 M parameters for 51 classes.
 
-Attention branch: 2 blocks of the same kind (widths 8, 8) on M, the mean over the
-feature axis (which makes the FC independent of L), and an FC to T scores. Those scores
-are normalised with a softmax over time and multiplied by T, so that a0 averages 1:
-at initialisation (near-uniform softmax) the attention leaves the map's scale alone,
-and what it learns is a redistribution of weight between frames. (On the demo the
-branch's second block ends up almost all dead ReLUs, and a0 is the FC's bias: one profile
-over positions for every video. Scoring each row from its own content instead made a0
-follow content, but it gave the action's rows less weight than the empty scene: see the
-README's "Temporal attention".) a1 and a2 are max pools of a0 with the head's own pool
-geometry (kernel 3, stride 2, padding 1), so their lengths equal the temporal size of the
-feature maps they scale for any T.
+Attention branch (the paper: "two such convolution blocks followed by a fully connected
+layer which outputs a T dimensional vector"), in two forms:
+
+- ``scoring="rows"`` (the default): the two blocks pool only the feature axis (stride 1 in
+  time), so row t of their output still describes frame t; the mean over the feature axis
+  gives each frame 8 numbers, and one FC shared by all rows turns them into frame t's
+  score. A frame's weight then depends on what the frame shows, wherever it is.
+- ``scoring="global"``: the paper's layout read literally: the blocks pool both axes and
+  one FC maps all T/4 x 8 numbers to T scores, a separate weight per (input position,
+  output position). Measured on the demo, its second block ends up almost all dead ReLUs
+  and a0 is the FC's bias: one profile over positions for every video, blind to content
+  (README, "Temporal attention"). Kept to reproduce that, and to load heads trained before.
+
+Either way the T scores are normalised with a softmax over time and multiplied by T, so
+that a0 averages 1: at initialisation (near-uniform softmax) the attention leaves the map's
+scale alone, and what it learns is a redistribution of weight between frames. a1 and a2
+are max pools of a0 with the head's own pool geometry (kernel 3, stride 2, padding 1), so
+their lengths equal the temporal size of the feature maps they scale for any T.
 
 Eq. 2: F~_i = (a_i (x) 1) o F_i: a_i scales every row (time step) of every channel of
 the map entering head block i+1. Variants (Table III): "none", "A0", "A1A2", "A0A1A2".
@@ -42,6 +49,7 @@ from tsmap.data.video import uniform_indices
 from tsmap.heads.standardize import FeatureStandardizer
 
 ATTENTION_VARIANTS = ("none", "A0", "A1A2", "A0A1A2")
+ATTENTION_SCORINGS = ("rows", "global")
 HEAD_WIDTHS = (16, 32, 32)
 ATTENTION_WIDTHS = (8, 8)
 
@@ -51,12 +59,13 @@ def pooled_size(n: int) -> int:
     return (n - 1) // 2 + 1
 
 
-def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    """5x5 conv, ReLU, 3x3/2 max-pool, with the ReLU run after the pool: the same values
-    (max and ReLU commute) on a quarter of the elements (training 1.4x faster at 256 x 1280)."""
+def conv_block(c_in: int, c_out: int, time_stride: int = 2) -> nn.Sequential:
+    """5x5 conv, ReLU, 3x3 max-pool (stride 2 on features, ``time_stride`` on time), with the
+    ReLU run after the pool: the same values (max and ReLU commute) on a quarter of the
+    elements (training 1.4x faster at 256 x 1280)."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel_size=5, padding=2),
-        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        nn.MaxPool2d(kernel_size=3, stride=(time_stride, 2), padding=1),
         nn.ReLU(inplace=True),
     )
 
@@ -95,16 +104,27 @@ def resample_time(maps: torch.Tensor, num_frames: int) -> torch.Tensor:
 class TemporalAttention(nn.Module):
     """a0(M) in R^T: 2 conv blocks, mean over features, FC, softmax over time x T."""
 
-    def __init__(self, num_frames: int):
+    def __init__(self, num_frames: int, scoring: str = "rows"):
         super().__init__()
+        if scoring not in ATTENTION_SCORINGS:
+            raise ValueError(f"attention scoring must be one of {ATTENTION_SCORINGS}, got {scoring!r}")
         c1, c2 = ATTENTION_WIDTHS
-        self.blocks = nn.Sequential(conv_block(1, c1), conv_block(c1, c2))
-        self.fc = nn.Linear(c2 * pooled_size(pooled_size(num_frames)), num_frames)
+        stride = 1 if scoring == "rows" else 2
+        self.blocks = nn.Sequential(conv_block(1, c1, stride), conv_block(c1, c2, stride))
+        if scoring == "rows":
+            self.fc = nn.Linear(c2, 1)
+        else:
+            self.fc = nn.Linear(c2 * pooled_size(pooled_size(num_frames)), num_frames)
+        self.scoring = scoring
         self.num_frames = num_frames
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(x).mean(dim=3)  # B x C x T/4
-        return torch.softmax(self.fc(h.flatten(1)), dim=1) * self.num_frames
+        h = self.blocks(x).mean(dim=3)  # B x C x T ("rows") or B x C x T/4 ("global")
+        if self.scoring == "rows":
+            scores = self.fc(h.transpose(1, 2)).squeeze(2)
+        else:
+            scores = self.fc(h.flatten(1))
+        return torch.softmax(scores, dim=1) * self.num_frames
 
 
 class VideoMapHead(nn.Module):
@@ -115,6 +135,7 @@ class VideoMapHead(nn.Module):
         feature_dim: int,
         attention: str = "A0A1A2",
         dropout: float = 0.5,
+        attention_scoring: str = "rows",
     ):
         super().__init__()
         if attention not in ATTENTION_VARIANTS:
@@ -126,13 +147,14 @@ class VideoMapHead(nn.Module):
             "feature_dim": feature_dim,
             "attention": attention,
             "dropout": dropout,
+            "attention_scoring": attention_scoring,
         }
         self.num_frames = num_frames
         self.use = {"A0": "A0" in attention, "A1": "A1" in attention, "A2": "A2" in attention}
         self.standardize = FeatureStandardizer(feature_dim)
         c1, c2, c3 = HEAD_WIDTHS
         self.block1, self.block2, self.block3 = conv_block(1, c1), conv_block(c1, c2), conv_block(c2, c3)
-        self.attention = TemporalAttention(num_frames) if attention != "none" else None
+        self.attention = TemporalAttention(num_frames, attention_scoring) if attention != "none" else None
         t3, l3 = num_frames, feature_dim
         for _ in range(3):
             t3, l3 = pooled_size(t3), pooled_size(l3)
