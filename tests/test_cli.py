@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 from conftest import TINY_MAPS
 
 from tsmap.cli import build_parser, main
@@ -57,6 +58,18 @@ def test_extract_train_evaluate_predict(trained, tiny_demo, capsys):
     probs = [float(re.match(r"\s*([\d.]+)%", line).group(1)) for line in lines[1:]]
     assert len(probs) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 100.01
     assert all(line.split()[-1] in classes for line in lines[1:])
+
+
+def test_train_with_the_papers_global_attention_branch(trained, tmp_path):
+    store, run = trained
+    other = tmp_path / "global"
+    args = ["--quiet", "train", "--store", str(store), "--run", str(other), "--head", "videomap", "--epochs", "1"]
+    assert main([*args, "--attention-scoring", "global"]) == 0
+    payloads = [torch.load(r / "videomap.pt", weights_only=True) for r in (run, other)]
+    assert [p["config"]["attention_scoring"] for p in payloads] == ["rows", "global"]
+    # Its FC maps every position to every position; the per-row one has one weight per channel.
+    assert payloads[1]["state_dict"]["attention.fc.weight"].shape[0] > 1
+    assert payloads[0]["state_dict"]["attention.fc.weight"].shape[0] == 1
 
 
 def test_user_errors_are_one_line_without_traceback(trained, tmp_path, tiny_demo, capsys):

@@ -155,7 +155,7 @@ def test_report_end_to_end(tiny_report, tiny_demo):
         top1 = row["top1"]
         assert len(top1["per_seed"]) == 2 and top1["min"] <= top1["mean"] <= top1["max"] and top1["std"] >= 0
         assert 0 <= row["order_pairs_top1"]["mean"] <= 1  # the demo's time-reversal classes
-    assert report["heads_reused"] == 0 and report["heads_total"] == 16
+    assert report["heads_reused"] == 0 and report["heads_total"] == 2 * 9  # 9 designs x 2 seeds
     assert sorted(p.name for p in (report_dir / "heads").glob("*.pt")) == sorted(
         f"{k}-seed{s}.pt" for k in DESIGNS for s in (0, 1)
     )
@@ -175,6 +175,7 @@ def test_report_end_to_end(tiny_report, tiny_demo):
     # Attention and Grad-CAM on the demo's recorded action intervals.
     loc = report["localization"]
     assert loc["available"] and loc["main"]["videos"] == len(classes) and len(loc["a0a1a2_seeds"]) == 2
+    assert len(loc["a0a1a2_global_seeds"]) == 2
     for r in loc["main_per_video"]:
         assert 0 <= r["attention_share"] <= 1 and 0 < r["interval_share_rows"] <= 1
         assert r["grad_cam_share"] is None or 0 <= r["grad_cam_share"] <= 1  # None: a Grad-CAM without mass

@@ -148,6 +148,14 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int,
         default="A0A1A2",
         help="temporal attention variant of the VideoMap head (paper's Table III). Default: A0A1A2",
     )
+    p.add_argument(
+        "--attention-scoring",
+        choices=["rows", "global"],
+        default="rows",
+        help="how the attention branch scores frames: 'rows' scores each frame from its own content (one FC "
+        "shared by all frames); 'global' is the paper's layout read literally, one FC from every position to "
+        "every position, which learned a fixed profile over positions on the demo. Default: rows",
+    )
     p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs. Default: {epochs}")
     p.add_argument(
         "--batch-size", type=int, default=batch_size, help=f"VideoMaps per mini-batch. Default: {batch_size}"
@@ -202,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=32, help="frames per VideoMap, T. Default: 32 (real datasets use 256)")
     p.add_argument("--train-per-class", type=int, default=64, help="training videos per class. Default: 64")
     p.add_argument("--test-per-class", type=int, default=12, help="test videos per class. Default: 12")
-    p.add_argument("--epochs", type=int, default=6, help="epochs of the VideoMap head. Default: 6")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of the VideoMap head. Default: 10")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated videos and of training. Default: 0")
     p.add_argument(
         "--streams",

@@ -209,6 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         heads,
         train_configs(args),
         attention=args.attention,
+        attention_scoring=args.attention_scoring,
         device=args.device,
         show_progress=not args.quiet,
         official_split=args.split,

@@ -176,9 +176,13 @@ def store_dataset(store: VideoMapStore, split: int | None = None) -> VideoDatase
 
 
 # -- train -----------------------------------------------------------------------
-def make_head(kind: str, num_classes: int, store: VideoMapStore, attention: str = "A0A1A2") -> torch.nn.Module:
+def make_head(
+    kind: str, num_classes: int, store: VideoMapStore, attention: str = "A0A1A2", attention_scoring: str = "rows"
+) -> torch.nn.Module:
     if kind == "videomap":
-        return VideoMapHead(num_classes, store.num_frames, store.feature_dim, attention=attention)
+        return VideoMapHead(
+            num_classes, store.num_frames, store.feature_dim, attention, attention_scoring=attention_scoring
+        )
     if kind == "tsn":
         return TSNHead(num_classes, store.feature_dim)
     raise ValueError(f"unknown head {kind!r}; choose from {', '.join(HEADS)}")
@@ -191,6 +195,7 @@ def train(
     configs: dict[str, TrainConfig],
     attention: str = "A0A1A2",
     split: str = "train",
+    attention_scoring: str = "rows",
     device: str = "auto",
     show_progress: bool = True,
     official_split: int | None = None,
@@ -212,7 +217,7 @@ def train(
     histories = {}
     for kind in heads:
         seed_everything(configs[kind].seed)  # the initial weights too, so a rerun gives the same head
-        model = make_head(kind, len(dataset.classes), store, attention)
+        model = make_head(kind, len(dataset.classes), store, attention, attention_scoring)
         path = run_dir / f"{kind}.pt"
         done = _finished_history(path, model, configs[kind], len(data)) if not force else None
         if done is not None:

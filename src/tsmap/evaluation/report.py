@@ -83,11 +83,24 @@ DESIGNS = {
         Design("A0", "w/ attention A0", lambda c, t, ell: VideoMapHead(c, t, ell, "A0")),
         Design("A1A2", "w/ attention A1 & A2", lambda c, t, ell: VideoMapHead(c, t, ell, "A1A2")),
         Design("A0A1A2", "w/ attention A0 & A1 & A2", lambda c, t, ell: VideoMapHead(c, t, ell, "A0A1A2")),
+        Design(
+            "A0A1A2-global",
+            "w/ attention A0 & A1 & A2, the paper's global FC",
+            lambda c, t, ell: VideoMapHead(c, t, ell, "A0A1A2", attention_scoring="global"),
+        ),
     )
 }
 TABLE_II = ("tsn", "lstm", "alexnet", "conv1", "conv3")
-TABLE_III = ("conv3", "A0", "A1A2", "A0A1A2")
-TABLE_III_LABELS = {"conv3": "w/o attention", "A0": "A0", "A1A2": "A1 & A2", "A0A1A2": "A0 & A1 & A2"}
+# The last row is the attention branch laid out as the paper reads literally (one FC from all
+# positions to all positions); the others score each frame by its content (videomap_head.py).
+TABLE_III = ("conv3", "A0", "A1A2", "A0A1A2", "A0A1A2-global")
+TABLE_III_LABELS = {
+    "conv3": "w/o attention",
+    "A0": "A0",
+    "A1A2": "A1 & A2",
+    "A0A1A2": "A0 & A1 & A2",
+    "A0A1A2-global": "A0 & A1 & A2, global FC (the paper's layout)",
+}
 HEAD_NAMES = {"videomap": "VideoMap head", "tsn": "TSN"}
 METRICS = ("top1", "top5", "mean_class_accuracy", "order_pairs_top1", "appearance_top1")
 
@@ -297,7 +310,7 @@ def build_report(
             model, history, seconds, was_reused = train_or_reuse(key, seed, train, store, classes, options, heads_dir)
             reused += was_reused
             scores, labels = score_maps(model, test, device=options.device)
-            if key in ("A0A1A2", "tsn"):  # the only ones needed later (Fig. 5, shares, default explained heads)
+            if key in ("A0A1A2", "A0A1A2-global", "tsn"):  # needed later (Fig. 5, shares, explained heads)
                 models[key].append(model)
             histories[key].append(history)
             per_seed[key].append(figures_of(scores, labels, paired))
@@ -354,7 +367,9 @@ def build_report(
     log("[4/5] attention and Grad-CAM over time (Fig. 8), shares on the action interval")
     t0 = time.perf_counter()
     intervals = load_action_intervals(dataset.root)
-    report["localization"] = localization(main["videomap"], models["A0A1A2"], test, intervals, options.device)
+    report["localization"] = localization(
+        main["videomap"], models["A0A1A2"], test, intervals, options.device, models["A0A1A2-global"]
+    )
     report["explained_videos"] = pick_explain_videos(test, options)
     timings["explain"] = time.perf_counter() - t0
 
@@ -549,8 +564,11 @@ def explain_batches(model, data: MapDataset, batch: int = 32, layer: str = "conv
 EARLY_CAM_LAYERS = ("conv1", "conv2")
 
 
-def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, device: str) -> dict:
-    """Shares of attention and Grad-CAM (for the true class) on each test video's action interval."""
+def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, device: str, global_models=()) -> dict:
+    """Shares of attention and Grad-CAM (for the true class) on each test video's action interval.
+
+    ``global_models`` (A0A1A2 heads with the paper's global attention FC) are measured too, for
+    the contrast with the per-row branch."""
     if not intervals or not any(c.key in intervals for c in test.clips):
         return {"available": False, "reason": "the dataset records no action intervals (dataset.json)"}
 
@@ -605,12 +623,14 @@ def localization(main_model, a0a1a2_models, test: MapDataset, intervals: dict, d
         main["attention_spread_between_videos"] = float(a0.std(0).mean())
         main["attention_spread_within_video"] = float(a0.std(1).mean())
     per_seed = [summary(shares(m)) for m in a0a1a2_models]
+    global_seeds = [summary(shares(m)) for m in global_models]
     return {
         "available": True,
         "target": "the true class",
         "main": main,
         "main_per_video": main_rows,
         "a0a1a2_seeds": per_seed,
+        "a0a1a2_global_seeds": global_seeds,
         # Row by row, over the test videos (the time profile figure): means, and curves for the plot.
         "main_profile": {
             "attention_mean": np.mean(curves["attention"], 0).tolist() if curves["attention"] else None,
@@ -960,10 +980,15 @@ def document(report: dict) -> list[tuple]:
                 _share(m["grad_cam_share_above_interval"]),
             ]
         ]
-        for seed, ms in zip(seeds, loc["a0a1a2_seeds"], strict=True):
+        seed_rows = [(f"A0A1A2 seed {seed}", ms) for seed, ms in zip(seeds, loc["a0a1a2_seeds"], strict=True)]
+        seed_rows += [
+            (f"A0A1A2, global FC, seed {seed}", ms)
+            for seed, ms in zip(seeds, loc.get("a0a1a2_global_seeds", []), strict=False)
+        ]
+        for name, ms in seed_rows:
             loc_rows.append(
                 [
-                    f"A0A1A2 seed {seed}",
+                    name,
                     str(ms["videos"]),
                     _share(ms["attention_share"]),
                     _share(ms["grad_cam_share"]),
