@@ -253,9 +253,9 @@ def _forward_video(name: str, rng: np.random.Generator, n: int, start: int, end:
 def bystander_frames(rng: np.random.Generator, scene: Scene, n: int) -> list[np.ndarray]:
     """``n`` frames of a grey disc growing or shrinking at a random place, for any class.
 
-    It is the same for every class (and either way in time), so it only adds noise, and it
-    moves like ``grow``/``shrink``: grey, where the actions' objects are coloured, so a
-    frame's content tells it apart from the action's frames.
+    It is drawn the same way for every class (and grows as often as it shrinks), so it only
+    adds noise, and it moves like ``grow``/``shrink``; it is grey, where the actions' objects
+    are coloured, so a frame's content tells it apart from the action's frames.
     """
     side = min(scene.w, scene.h)
     cx, cy = rng.uniform(0.3, 0.7) * scene.w, rng.uniform(0.3, 0.7) * scene.h
