@@ -47,7 +47,7 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
         "attention and Grad-CAM fall on the action. Writes OUT/report.md, OUT/report.html, OUT/report.json, CSV "
         "tables and PNG figures. Trained heads are kept in OUT/heads and reused by a rerun with the same settings. "
         "The defaults are sized for the demo (`tsmap demo`) on 2 CPU cores (a short schedule on 32 maps per "
-        "class: about 7 minutes); on a real dataset raise --epochs and --train-per-class (0 = all maps).",
+        "class: about 9 minutes); on a real dataset raise --epochs and --train-per-class (0 = all maps).",
     )
     p.add_argument(
         "--store",
