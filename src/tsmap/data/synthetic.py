@@ -261,8 +261,7 @@ def bystander_frames(rng: np.random.Generator, scene: Scene, n: int) -> list[np.
     cx, cy = rng.uniform(0.3, 0.7) * scene.w, rng.uniform(0.3, 0.7) * scene.h
     r0, r1 = rng.uniform(0.05, 0.35, 2) * side
     grey = np.full(3, rng.uniform(60, 200), dtype=np.float32)
-    radii = np.linspace(r0, r1, n) if n > 1 else [r0] * n
-    return [scene.paint([(scene.shape_mask(cx, cy, r), grey)]) for r in radii]
+    return [scene.paint([(scene.shape_mask(cx, cy, r), grey)]) for r in np.linspace(r0, r1, n)]
 
 
 def draw_interval(rng: np.random.Generator, n: int) -> tuple[int, int]:
