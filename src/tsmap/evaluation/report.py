@@ -987,8 +987,7 @@ def document(report: dict) -> list[tuple]:
         ]
         seed_rows = [(f"A0A1A2 seed {seed}", ms) for seed, ms in zip(seeds, loc["a0a1a2_seeds"], strict=True)]
         seed_rows += [
-            (f"A0A1A2, global FC, seed {seed}", ms)
-            for seed, ms in zip(seeds, loc["a0a1a2_global_seeds"], strict=True)
+            (f"A0A1A2, global FC, seed {seed}", ms) for seed, ms in zip(seeds, loc["a0a1a2_global_seeds"], strict=True)
         ]
         for name, ms in seed_rows:
             loc_rows.append(
