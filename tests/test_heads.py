@@ -167,5 +167,6 @@ def test_heads_saved_before_row_attention_load_with_the_global_branch(tmp_path):
     assert loaded.attention.scoring == "global"
     x = torch.randn(2, T, L)
     torch.testing.assert_close(loaded(x), head(x))
-    with pytest.raises(ValueError, match="attention scoring"):
-        VideoMapHead(C, T, L, attention_scoring="per-frame")
+    for attention in ("A0A1A2", "none"):  # refused even where no branch is built
+        with pytest.raises(ValueError, match="attention scoring"):
+            VideoMapHead(C, T, L, attention=attention, attention_scoring="per-frame")

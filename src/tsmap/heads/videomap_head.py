@@ -102,12 +102,12 @@ def resample_time(maps: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 
 class TemporalAttention(nn.Module):
-    """a0(M) in R^T: 2 conv blocks, mean over features, FC, softmax over time x T."""
+    """a0(M) in R^T: 2 conv blocks, mean over features, FC, softmax over time x T.
+
+    ``scoring`` is "rows" or "global" (checked by ``VideoMapHead``, which builds this branch)."""
 
     def __init__(self, num_frames: int, scoring: str = "rows"):
         super().__init__()
-        if scoring not in ATTENTION_SCORINGS:
-            raise ValueError(f"attention scoring must be one of {ATTENTION_SCORINGS}, got {scoring!r}")
         c1, c2 = ATTENTION_WIDTHS
         stride = 1 if scoring == "rows" else 2
         self.blocks = nn.Sequential(conv_block(1, c1, stride), conv_block(c1, c2, stride))
@@ -140,6 +140,8 @@ class VideoMapHead(nn.Module):
         super().__init__()
         if attention not in ATTENTION_VARIANTS:
             raise ValueError(f"attention must be one of {ATTENTION_VARIANTS}, got {attention!r}")
+        if attention_scoring not in ATTENTION_SCORINGS:
+            raise ValueError(f"attention scoring must be one of {ATTENTION_SCORINGS}, got {attention_scoring!r}")
         self.config = {
             "head": "videomap",
             "num_classes": num_classes,
