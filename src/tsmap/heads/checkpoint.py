@@ -2,44 +2,29 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tsmap.heads.ablation_heads import AlexNetHead, LSTMHead, OneLayerHead
-from tsmap.heads.tsn import TSNHead
-from tsmap.heads.videomap_head import VideoMapHead
+from tsmap.fileio import save_torch
+from tsmap.heads import create_head
 
 CHECKPOINT_FORMAT = 1
 
 
+class CheckpointError(ValueError):
+    """A file that is not a usable tsmap checkpoint (named, with the reason)."""
+
+
 def build_head(config: dict) -> nn.Module:
+    """The head a checkpoint's ``config`` describes (untrained)."""
     cfg = dict(config)
     kind = cfg.pop("head")
     if kind == "videomap":
         # Heads saved before the per-row attention branch used the global one.
         cfg.setdefault("attention_scoring", "global")
-        return VideoMapHead(**cfg)
-    if kind == "tsn":
-        return TSNHead(**cfg)
-    # The other designs of the paper's Table II (tsmap report).
-    if kind == "conv1":
-        return OneLayerHead(**cfg)
-    if kind == "alexnet":
-        return AlexNetHead(**cfg)
-    if kind == "lstm":
-        return LSTMHead(**cfg)
-    raise ValueError(f"unknown head {kind!r}")
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to a temp file, then rename: ``path`` holds the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    return create_head(kind, cfg.pop("num_classes"), cfg.pop("num_frames", 0), cfg.pop("feature_dim"), **cfg)
 
 
 def save_head(
@@ -54,20 +39,25 @@ def save_head(
         "store_settings": store_settings,
         "extra": extra or {},
     }
-    save_atomic(payload, path)
+    save_torch(payload, path)
 
 
 def load_head(path: Path, device: str = "cpu") -> tuple[nn.Module, dict]:
     """The head in eval mode, and the checkpoint's metadata (classes, store settings, ...)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises several types for a bad file
-        raise ValueError(f"{path} is not a tsmap checkpoint: {exc}") from exc
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a truncated, empty or foreign file
+        why = "an empty file" if path.stat().st_size == 0 else "truncated, or not a file torch.save wrote"
+        raise CheckpointError(f"{path} is not a tsmap checkpoint ({why}); train it again") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a tsmap checkpoint (format {CHECKPOINT_FORMAT})")
-    model = build_head(payload["config"])
-    model.load_state_dict(payload["state_dict"])
+        raise CheckpointError(f"{path} is not a tsmap checkpoint (format {CHECKPOINT_FORMAT})")
+    try:
+        model = build_head(payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} holds a head this tsmap cannot build ({str(exc)[:120]})") from exc
     model.to(device).eval()
     return model, payload

@@ -27,73 +27,68 @@ from tsmap.data.datasets import Clip
 from tsmap.data.video import FrameGeometry, VideoError, read_distinct_frames
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_distinct_flow_stacks
+from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore
 
 
 def extraction_settings(
     encoder: FrameEncoder, num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None
-) -> dict:
+) -> MapSettings:
     """Everything that changes a map's values; stores refuse to mix maps of different settings.
 
-    RGB stores keep the keys they always had. A flow store adds the flow method, its
-    preset and bound, the stack length and the ConvNet's weights, so it never matches
-    an RGB store nor a store of flow computed another way. The OpenCV version is left
-    out, as the PyTorch version is for RGB: it changes the maps by rounding only.
-    Weights other than the built-in ImageNet ones (a fine-tuned or BN-Inception
-    checkpoint) are recorded by name and hash, with the file's path for ``tsmap predict``.
+    A flow store adds the flow method, its preset and bound, the stack length and the
+    ConvNet's weights, so it never matches an RGB store nor a store of flow computed
+    another way. The OpenCV version is left out, as the PyTorch version is for RGB: it
+    changes the maps by rounding only. Weights other than the built-in ImageNet ones (a
+    fine-tuned or BN-Inception checkpoint) are recorded by name and hash, with the file's
+    path for ``tsmap predict`` and, for a fine-tuned ConvNet, what it was trained on.
     """
     if (encoder.stream == "flow") != (flow is not None):
         raise ValueError("a flow encoder needs a flow method, and an RGB encoder none")
-    settings = {
-        "stream": encoder.stream,
-        "backbone": encoder.spec.name,
-        "feature_dim": encoder.feature_dim,
-        "frames": num_frames,
-        "sampling": "uniform",
-        **geometry.to_dict(),
-        "dtype": "float16",
-    }
-    if flow is not None or not encoder.default_weights:
-        settings["weights"] = encoder.weights
-    if encoder.weights_file is not None:
-        settings["weights_file"] = encoder.weights_file
+    settings = MapSettings(
+        frames=num_frames,
+        feature_dim=encoder.feature_dim,
+        backbone=encoder.spec.name,
+        stream=encoder.stream,
+        image_size=geometry.size,
+        resize=geometry.resize,
+        weights=encoder.weights if flow is not None or not encoder.default_weights else None,
+        weights_file=encoder.weights_file,
+        weights_trained_on=getattr(encoder, "trained_on", None),
+    )
     if flow is not None:
-        settings |= {
-            "flow_method": flow.method,
-            "flow_preset": flow.preset,
-            "flow_bound": flow.to_dict()["bound"],
-            "flow_stack": FLOW_STACK,
-        }
+        settings = settings.with_(
+            flow_method=flow.method, flow_preset=flow.preset, flow_bound=flow.to_dict()["bound"], flow_stack=FLOW_STACK
+        )
     return settings
 
 
-def encoder_for_store(settings: dict, device: str = "cpu", batch_size: int = 16) -> FrameEncoder:
+def encoder_for_store(settings: MapSettings, device: str = "cpu", batch_size: int = 16) -> FrameEncoder:
     """The frame encoder that made a store's maps, to map new videos the same way.
 
     A store made with a weights file needs that file, unchanged: its hash must match.
     """
     encoder = FrameEncoder(
-        settings["backbone"],
+        settings.backbone,
         device=device,
         batch_size=batch_size,
-        image_size=settings["image_size"],
-        stream=settings.get("stream", "rgb"),
-        weights=settings.get("weights_file"),
+        image_size=settings.image_size,
+        stream=settings.stream,
+        weights=settings.weights_file,
     )
-    want = settings.get("weights", encoder.weights)
+    want = settings.weights or encoder.weights
     if encoder.weights != want:
         raise StoreError(
-            f"the maps were made with weights {want!r}, "
-            f"but {settings.get('weights_file')} now holds {encoder.weights!r}"
+            f"the maps were made with weights {want!r}, but {settings.weights_file} now holds {encoder.weights!r}"
         )
     return encoder
 
 
-def flow_from_settings(settings: dict) -> FlowMethod | None:
+def flow_from_settings(settings: MapSettings) -> FlowMethod | None:
     """The flow method a store's settings name (None for an RGB store)."""
-    if settings.get("stream", "rgb") != "flow":
+    if settings.stream != "flow":
         return None
-    return make_flow(settings["flow_method"], settings["flow_preset"])
+    return make_flow(settings.flow_method, settings.flow_preset)
 
 
 def videomap_from_frames(frames: np.ndarray, encoder: FrameEncoder, rows: np.ndarray | None = None) -> np.ndarray:

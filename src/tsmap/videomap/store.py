@@ -18,39 +18,53 @@ than memory can feed training.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-STORE_FORMAT = 1
+from tsmap.fileio import TMP_MARK, atomic_write_bytes, remove_temporaries, save_numpy, write_json
+from tsmap.videomap.settings import STORE_FORMAT, MapSettings
+
 SETTINGS_FILE = "store.json"
-# Settings that say where something is, not what the maps are: they may change between runs.
-MOVABLE = ("weights_file",)
 FAILURES_FILE = "failures.jsonl"
-TMP_MARK = ".tmp-"
 
 
 class StoreError(Exception):
     """A store that cannot be used as asked: missing, mismatched or malformed."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def require_same_maps(
+    have: MapSettings,
+    want: MapSettings,
+    what: str,
+    fix: str,
+    labels: tuple[str, str] = ("store has", "asked"),
+    ignore: tuple[str, ...] = (),
+) -> None:
+    """Raise a StoreError listing the differences when two sets of maps are not the same maps.
+
+    ``what`` names the first (e.g. a store folder or a checkpoint), ``labels`` the two sides
+    in the list of differences, ``fix`` says what to do.
+    """
+    if have.stream != want.stream and "stream" not in ignore:
+        raise StoreError(f"{what} holds {have.stream} VideoMaps, not {want.stream} ones; {fix}")
+    diff = have.differences(want, ignore)
+    if diff:
+        listed = ", ".join(f"{k}: {labels[0]} {a!r}, {labels[1]} {b!r}" for k, a, b in diff)
+        raise StoreError(f"{what} was made with other settings ({listed}); {fix}")
 
 
 class VideoMapStore:
-    def __init__(self, root: Path | str, settings: dict):
+    def __init__(self, root: Path | str, settings: MapSettings | dict):
         self.root = Path(root)
-        self.settings = settings
+        self.map_settings = settings if isinstance(settings, MapSettings) else MapSettings.from_dict(settings)
         self.maps_dir = self.root / "maps"
+
+    @property
+    def settings(self) -> dict:
+        """store.json as a dict (``map_settings`` is the typed form)."""
+        return self.map_settings.to_dict()
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -61,44 +75,43 @@ class VideoMapStore:
             raise StoreError(f"{root} is not a VideoMap store (no {SETTINGS_FILE}); run `tsmap extract` first")
         try:
             settings = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path} is not valid JSON: {exc}") from exc
-        if settings.get("format") != STORE_FORMAT:
-            raise StoreError(f"{path}: store format {settings.get('format')!r}, this tsmap reads {STORE_FORMAT}")
-        return cls(root, settings)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if not isinstance(settings, dict) or settings.get("format") != STORE_FORMAT:
+            got = settings.get("format") if isinstance(settings, dict) else None
+            raise StoreError(f"{path}: store format {got!r}, this tsmap reads {STORE_FORMAT}")
+        try:
+            return cls(root, MapSettings.from_dict(settings))
+        except TypeError as exc:
+            raise StoreError(f"{path} lacks settings this tsmap needs ({exc})") from exc
 
     @classmethod
-    def create_or_open(cls, root: Path | str, settings: dict, source: dict | None = None) -> VideoMapStore:
-        """Open ``root`` if its settings equal ``settings``; create it if absent.
+    def create_or_open(cls, root: Path | str, settings: MapSettings, source: dict | None = None) -> VideoMapStore:
+        """Open ``root`` if it holds the same maps as ``settings`` describe; create it if absent.
 
-        ``source`` (where the videos came from) is informational and may change between
-        runs (a dataset moved to another disk), as may ``weights_file`` (where the
-        ConvNet's weights file is; its hash is in ``weights``); the other settings may
-        not: a map made with another backbone or T must never be mixed into the store.
+        ``source`` (where the videos came from) and ``weights_file`` may change between
+        runs (a dataset moved to another disk); the other settings may not: a map made
+        with another backbone or T must never be mixed into the store.
         """
         root = Path(root)
-        wanted = {"format": STORE_FORMAT, **settings}
-        moved = {k: wanted.pop(k) for k in MOVABLE if k in wanted}
+        if isinstance(settings, dict):
+            settings = MapSettings.from_dict({"format": STORE_FORMAT, **settings})
+        if source is not None:
+            settings = settings.with_(source=source)
         if (root / SETTINGS_FILE).exists():
             store = cls.open(root)
-            have = {k: v for k, v in store.settings.items() if k != "source" and k not in MOVABLE}
-            if have != wanted:
-                diff = ", ".join(
-                    f"{k}: store has {have.get(k)!r}, asked {wanted.get(k)!r}"
-                    for k in sorted(set(have) | set(wanted))
-                    if have.get(k) != wanted.get(k)
-                )
-                raise StoreError(
-                    f"{root} was made with other settings ({diff}); use another --store folder or the store's settings"
-                )
-            updates = moved | ({"source": source} if source is not None else {})
-            if any(store.settings.get(k) != v for k, v in updates.items()):
-                store.settings.update(updates)
-                _atomic_write_bytes(root / SETTINGS_FILE, json.dumps(store.settings, indent=1).encode())
+            fix = "use another --store folder or the store's settings"
+            require_same_maps(store.map_settings, settings, str(root), fix)
+            moved = settings.with_(source=settings.source or store.map_settings.source)
+            if moved.to_dict() != store.settings:
+                store.map_settings = moved
+                write_json(root / SETTINGS_FILE, store.settings)
             return store
-        full = {**wanted, **moved, "source": source or {}}
-        _atomic_write_bytes(root / SETTINGS_FILE, json.dumps(full, indent=1).encode())
-        return cls(root, full)
+        store = cls(root, settings)
+        write_json(root / SETTINGS_FILE, store.settings)
+        return store
 
     # -- entries -------------------------------------------------------------
     @property
@@ -124,14 +137,7 @@ class VideoMapStore:
             raise StoreError(f"map for {key} has shape {videomap.shape}, store expects {expected}")
         if not np.all(np.isfinite(videomap)):
             raise StoreError(f"map for {key} has non-finite values")
-        path = self.path_of(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
-        with open(tmp, "wb") as f:
-            np.save(f, videomap.astype(np.float16), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_numpy(self.path_of(key), videomap.astype(np.float16))
 
     def read(self, key: str, mmap: bool = True) -> np.ndarray:
         path = self.path_of(key)
@@ -154,12 +160,7 @@ class VideoMapStore:
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by killed runs (call when no other writer runs)."""
-        count = 0
-        if self.maps_dir.is_dir():
-            for path in self.maps_dir.rglob(f"{TMP_MARK}*"):
-                path.unlink(missing_ok=True)
-                count += 1
-        return count
+        return remove_temporaries(self.maps_dir, recursive=True) + remove_temporaries(self.root)
 
     # -- failures ------------------------------------------------------------
     def record_failure(self, key: str, reason: str) -> None:
@@ -186,4 +187,4 @@ class VideoMapStore:
         """Forget failures of videos that have since been mapped."""
         kept = {k: r for k, r in self.failures().items() if k not in keys}
         body = "".join(json.dumps({"video": k, "reason": r}) + "\n" for k, r in kept.items())
-        _atomic_write_bytes(self.root / FAILURES_FILE, body.encode())
+        atomic_write_bytes(self.root / FAILURES_FILE, body.encode())
