@@ -15,6 +15,13 @@ Rounds run every row in turn, so a load change on a shared machine hits all rows
 the table shows each row's median over rounds (best in the JSON). ONNX files are exported
 into a temporary cache (--cache-dir to keep them) and the export + check time is reported.
 Figures go to benchmarks/results/encoder_engines.json.
+
+    python benchmarks/encoder_engines.py --backbones [efficientnet_lite0 efficientnet_lite1 ...]
+
+instead compares backbones: FrameEncoder on the torch and onnx engines (batch 16) for each
+backbone at 224 px and at the size its ImageNet weights were trained at, every frames/s
+also as a ratio to Lite0 at 224 px on the same engine, measured in the same rounds.
+Figures go to benchmarks/results/encoder_backbones.json.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import onnxruntime
 import torch
 
 from tsmap.frames import onnx_runtime
+from tsmap.frames.backbones import backbone_spec
 from tsmap.frames.efficientnet_lite import load_pretrained_lite0
 from tsmap.frames.encoder import FrameEncoder
 
@@ -124,23 +132,73 @@ def bench_size(size: int, args: argparse.Namespace, cache_dir: Path) -> dict:
     return result
 
 
+def bench_backbones(args: argparse.Namespace, cache_dir: Path) -> dict:
+    """Each backbone at 224 px and at its native size, on both engines, in interleaved rounds."""
+    configs = [(name, size) for name in args.backbones for size in sorted({224, backbone_spec(name).native_size})]
+    rng = np.random.default_rng(0)
+    frames = {size: rng.integers(0, 256, (args.frames, size, size, 3), dtype=np.uint8) for _, size in configs}
+    rows: dict[str, tuple[Encode, int]] = {}
+    export_s = {}
+    for name, size in configs:
+        rows[f"{name} {size} torch"] = (FrameEncoder(name, engine="torch", batch_size=16).encode, size)
+        start = time.perf_counter()
+        enc = FrameEncoder(name, engine="onnx", batch_size=16, image_size=size, cache_dir=str(cache_dir))
+        export_s[f"{name} {size}"] = time.perf_counter() - start
+        rows[f"{name} {size} onnx"] = (enc.encode, size)
+    for fn, size in rows.values():  # warm-up
+        fn(frames[size][:16])
+    fps: dict[str, list[float]] = {row: [] for row in rows}
+    for _ in range(args.rounds):
+        for row, (fn, size) in rows.items():
+            start = time.perf_counter()
+            fn(frames[size])
+            fps[row].append(args.frames / (time.perf_counter() - start))
+    base = {engine: statistics.median(fps[f"{args.backbones[0]} 224 {engine}"]) for engine in ("torch", "onnx")}
+    print(f"\n{args.frames} frames x {args.rounds} rounds, batch 16; ratios vs {args.backbones[0]} at 224 px")
+    print(f"{'backbone':<20}{'px':>5}{'torch f/s':>11}{'x':>6}{'onnx f/s':>10}{'x':>6}{'export s':>10}")
+    result = {}
+    for name, size in configs:
+        t, o = (statistics.median(fps[f"{name} {size} {e}"]) for e in ("torch", "onnx"))
+        ex = export_s[f"{name} {size}"]
+        print(f"{name:<20}{size:>5}{t:>11.1f}{t / base['torch']:>6.2f}{o:>10.1f}{o / base['onnx']:>6.2f}{ex:>10.1f}")
+        result[f"{name} {size}"] = {
+            "torch_frames_per_s_rounds": fps[f"{name} {size} torch"],
+            "onnx_frames_per_s_rounds": fps[f"{name} {size} onnx"],
+            "torch_ratio": t / base["torch"],
+            "onnx_ratio": o / base["onnx"],
+            "onnx_export_and_check_s": ex,
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 128], help="image sizes. Default: 224 128")
     parser.add_argument("--frames", type=int, default=64, help="frames per timed run. Default: 64")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs per row. Default: 3")
     parser.add_argument("--cache-dir", type=Path, help="ONNX cache to use (default: a temporary one)")
+    parser.add_argument(
+        "--backbones",
+        nargs="*",
+        help="compare these backbones instead (none named: efficientnet_lite0 efficientnet_lite1 efficientnet_lite2)",
+    )
     args = parser.parse_args()
+    if args.backbones is not None:
+        args.backbones = args.backbones or ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
     load = os.getloadavg()
     print(
-        f"EfficientNet-Lite0, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} "
+        f"{'backbones' if args.backbones else 'EfficientNet-Lite0'}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} "
         f"threads, onnxruntime {onnxruntime.__version__} with {onnx_runtime.usable_cores()} threads; "
         f"load average {load[0]:.1f} at start"
     )
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp)
-        sizes = {str(size): bench_size(size, args, cache_dir) for size in args.sizes}
+        if args.backbones:
+            sizes = bench_backbones(args, cache_dir)
+        else:
+            sizes = {str(size): bench_size(size, args, cache_dir) for size in args.sizes}
     RESULTS.mkdir(exist_ok=True)
     record = {
         "machine": {
@@ -154,9 +212,11 @@ def main() -> None:
             "load_average_end": os.getloadavg(),
         },
         "settings": vars(args) | {"cache_dir": str(args.cache_dir) if args.cache_dir else None},
-        "sizes": sizes,
+        "backbones" if args.backbones else "sizes": sizes,
     }
-    (RESULTS / "encoder_engines.json").write_text(json.dumps(record, indent=1))
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    name = "encoder_backbones.json" if args.backbones else "encoder_engines.json"
+    (RESULTS / name).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

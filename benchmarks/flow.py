@@ -75,7 +75,7 @@ def pairs_per_second(method_name: str, preset: str, frames: list[np.ndarray], pa
 
 def flow_stream(args: argparse.Namespace) -> list[dict]:
     """Flow-stream extraction (``tsmap extract --stream flow``) on generated videos, per engine."""
-    from tsmap import pipeline
+    from tsmap import steps
     from tsmap.data.datasets import folder_dataset
     from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 
@@ -89,7 +89,7 @@ def flow_stream(args: argparse.Namespace) -> list[dict]:
         dataset = folder_dataset(root)
         resize = round(args.image_size * 256 / 224)
         for engine in engines:
-            options = pipeline.ExtractOptions(
+            options = steps.ExtractOptions(
                 frames=args.frames,
                 image_size=args.image_size,
                 resize=resize,
@@ -99,7 +99,7 @@ def flow_stream(args: argparse.Namespace) -> list[dict]:
                 flow="dis",
                 flow_preset=args.preset,
             )
-            _, summary = pipeline.extract(dataset, Path(tmp) / f"store-{engine}", options, show_progress=False)
+            _, summary = steps.extract(dataset, Path(tmp) / f"store-{engine}", options, show_progress=False)
             if summary.failed:
                 raise SystemExit(f"benchmark videos failed: {summary.failed}")
             out.append({"engine": engine, "videos": summary.done, "stacks_per_s": summary.encoded / summary.seconds})

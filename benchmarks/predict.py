@@ -5,7 +5,7 @@
 Writes a 340 x 256 H.264 video (HMDB51's frame size) of a textured scene panning under
 a moving square, and a run folder holding a VideoMap head (A0A1A2, 51 classes, T x 1280,
 randomly initialised: latency does not depend on the weights). Then ``tsmap predict``'s
-path (``pipeline.predict_video``, engine auto) end to end, its first call apart (it
+path (``steps.predict_video``, engine auto) end to end, its first call apart (it
 builds the encoder and exports the ONNX model, once per frame size); then per
 frame-ConvNet engine its stages timed apart: decode + sample + resize/crop, the ConvNet
 on the T frames, the head. Medians of ``--rounds`` calls. Figures go to
@@ -31,7 +31,7 @@ from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.onnx_runtime import missing_packages
 from tsmap.heads.checkpoint import save_head
 from tsmap.heads.videomap_head import VideoMapHead
-from tsmap.pipeline import predict_video
+from tsmap.steps import predict_video
 from tsmap.videomap.extract import extraction_settings
 
 

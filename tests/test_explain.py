@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tsmap import pipeline
-from tsmap.data.datasets import Clip
+from tsmap import steps
+from tsmap.data.datasets import Clip, dataset_for_extraction
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import uniform_indices
 from tsmap.evaluation.explain import (
@@ -178,9 +178,9 @@ def test_attention_and_grad_cam_point_at_the_action_on_demo_videos(tmp_path):
     videos = generate_demo_dataset(
         tmp_path / "videos", DemoConfig(train_per_class=12, test_per_class=4, min_frames=40, max_frames=80)
     )
-    dataset = pipeline.dataset_for_extraction("folder", videos)
-    options = pipeline.ExtractOptions(frames=16, image_size=64, resize=64, device="cpu")
-    store, _ = pipeline.extract(dataset, tmp_path / "store", options, show_progress=False)
+    dataset = dataset_for_extraction("folder", videos)
+    options = steps.ExtractOptions(frames=16, image_size=64, resize=64, device="cpu")
+    store, _ = steps.extract(dataset, tmp_path / "store", options, show_progress=False)
     seed_everything(0)
     head = VideoMapHead(len(dataset.classes), 16, store.settings["feature_dim"], attention="A0A1A2")
     train = MapDataset(store, list(dataset.clips("train")), in_memory=True)

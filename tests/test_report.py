@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY_MAPS
 
-from tsmap import pipeline
+from tsmap import steps
 from tsmap.cli import main
 from tsmap.data.datasets import Clip, DatasetError
 from tsmap.evaluation.report import (
@@ -204,7 +204,7 @@ def test_report_reuses_heads_and_names_mistakes(tiny_report, tmp_path):
     heads = out / "report" / "heads"
     before = (heads / "conv3-seed1.pt").stat().st_mtime_ns
     store = VideoMapStore.open(store_dir)
-    dataset = pipeline.store_dataset(store)
+    dataset = steps.store_dataset(store)
     train = MapDataset(store, balanced_subset(dataset.clips("train"), len(dataset.classes), 24), in_memory=True)
     options = ReportOptions(epochs=1, batch_size=8, show_progress=False, device="cpu")
     model, history, _, reused = train_or_reuse("conv3", 1, train, store, dataset.classes, options, heads)

@@ -1,4 +1,4 @@
-"""What each CLI command does, on top of ``tsmap.pipeline``."""
+"""What each CLI command does, on top of ``tsmap.steps``."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from tsmap import distributed, pipeline
-from tsmap.data.datasets import DatasetError, VideoDataset
+from tsmap import distributed, steps
+from tsmap.data.datasets import DatasetError, VideoDataset, dataset_for_extraction
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import VideoError
 from tsmap.evaluation.fusion import FusionError
+from tsmap.fileio import write_json
 from tsmap.frames.backbones import BackboneError
 from tsmap.frames.flow import PRESETS, make_flow
 from tsmap.frames.onnx_runtime import usable_cores
 from tsmap.report_cli import cmd_explain, cmd_report
+from tsmap.steps import tables
 from tsmap.training import TrainConfig
 from tsmap.videomap.extract import ExtractionAborted, ExtractionSummary
 from tsmap.videomap.store import StoreError, VideoMapStore
@@ -72,7 +74,7 @@ def print_extraction(summary: ExtractionSummary, store: VideoMapStore) -> None:
 
 
 def dataset_from_args(args: argparse.Namespace, split: int | None = None) -> VideoDataset:
-    dataset = pipeline.dataset_for_extraction(
+    dataset = dataset_for_extraction(
         args.dataset,
         args.videos,
         splits_dir=args.splits,
@@ -98,7 +100,7 @@ def check_flow_options(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args)
     check_flow_options(args)
-    options = pipeline.ExtractOptions(
+    options = steps.ExtractOptions(
         frames=args.frames,
         backbone=args.backbone,
         weights=args.weights,
@@ -113,7 +115,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         flow_preset=args.flow_preset,
     )
     try:
-        store, summary = pipeline.extract(dataset, args.store, options, show_progress=not args.quiet)
+        store, summary = steps.extract(dataset, args.store, options, show_progress=not args.quiet)
     except ImportError as exc:  # TV-L1 without OpenCV's contrib modules: the message names the package
         raise UsageError(str(exc)) from exc
     print_extraction(summary, store)
@@ -135,7 +137,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} must be at least 1, got {value}")
     if args.image_size > args.resize:
         raise UsageError(f"--image-size {args.image_size} is larger than --resize {args.resize}")
-    device = pipeline.resolve_device(args.device)
+    device = steps.resolve_device(args.device)
     backbone, base_weights = build_backbone(args.backbone, args.stream, args.weights)
     config = FinetuneConfig(
         segments=args.segments,
@@ -201,9 +203,9 @@ def train_configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     store = VideoMapStore.open(args.store)
-    heads = list(pipeline.HEADS) if args.head == "both" else [args.head]
-    run = pipeline.run_folder(args.run, store, args.split)
-    histories = pipeline.train(
+    heads = list(steps.HEADS) if args.head == "both" else [args.head]
+    run = steps.run_folder(args.run, store, args.split)
+    histories = steps.train(
         store,
         run,
         heads,
@@ -229,17 +231,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     store = VideoMapStore.open(args.store)
     per_split = {}
     for split in args.split:
-        run = pipeline.run_folder(args.run, store, split)
-        per_split[split] = pipeline.evaluate(store, run, split=args.subset, device=args.device, official_split=split)
+        run = steps.run_folder(args.run, store, split)
+        per_split[split] = steps.evaluate(store, run, split=args.subset, device=args.device, official_split=split)
         if len(args.split) > 1:
             print(f"split {split}:")
-        print(pipeline.format_table(per_split[split]))
+        print(tables.format_table(per_split[split]))
         print(f"results: {run / 'results.json'}; confusion matrices: {run}/confusion_*.png")
     if len(per_split) > 1:
-        summary = pipeline.mean_over_splits(per_split)
-        pipeline.write_json(args.run / "results_mean.json", summary)
+        summary = steps.mean_over_splits(per_split)
+        write_json(args.run / "results_mean.json", summary)
         print("\ntop-1 per split and means over the splits:")
-        print(pipeline.format_splits_table(summary))
+        print(tables.format_splits_table(summary))
         print(f"results: {args.run / 'results_mean.json'}")
     return 0
 
@@ -248,7 +250,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     status = 0
     for video in args.videos:
         try:
-            top = pipeline.predict_video(video, args.run, head=args.head, top=args.top, device=args.device)
+            top = steps.predict_video(video, args.run, head=args.head, top=args.top, device=args.device)
         except VideoError as exc:
             print(f"{video}: cannot read: {exc.reason}")
             status = 1
@@ -262,8 +264,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_fuse(args: argparse.Namespace) -> int:
     rgb_run, flow_run = args.runs
     out = args.out if args.out is not None else rgb_run.parent / "fusion"
-    summary = pipeline.fuse(rgb_run, flow_run, out, tuple(args.weights), args.scores)
-    print(pipeline.format_fusion_table(summary))
+    summary = steps.fuse(rgb_run, flow_run, out, tuple(args.weights), args.scores)
+    print(tables.format_fusion_table(summary))
     print(
         f"fused {args.scores} scores of {summary['num_videos']} {summary['split']} videos; "
         f"results: {out / 'fusion.json'}; confusion matrix: {out / 'confusion_fusion_videomap.png'}"
@@ -300,22 +302,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         generate_demo_dataset(out / "videos", config, progress=bar.update)
 
     print(f"[2/4] extracting VideoMaps (T = {args.frames}, EfficientNet-Lite0 at {DEMO_IMAGE_SIZE} px)")
-    dataset = pipeline.dataset_for_extraction("folder", out / "videos")
-    options = pipeline.ExtractOptions(
+    dataset = dataset_for_extraction("folder", out / "videos")
+    options = steps.ExtractOptions(
         frames=args.frames, image_size=DEMO_IMAGE_SIZE, resize=DEMO_IMAGE_SIZE, device=args.device
     )
-    store, summary = pipeline.extract(dataset, out / "store", options, show_progress=not args.quiet)
+    store, summary = steps.extract(dataset, out / "store", options, show_progress=not args.quiet)
     print_extraction(summary, store)
 
     print("[3/4] training the VideoMap head (A0A1A2 attention) and the TSN baseline on the same features")
     configs = demo_train_configs(len(dataset.clips("train")), args)
     run = out / "run"
-    pipeline.train(store, run, list(pipeline.HEADS), configs, device=args.device, show_progress=not args.quiet)
+    steps.train(store, run, list(steps.HEADS), configs, device=args.device, show_progress=not args.quiet)
 
     print("[4/4] evaluating on the test split")
-    results = pipeline.evaluate(store, run, device=args.device)
+    results = steps.evaluate(store, run, device=args.device)
     print()
-    print(pipeline.format_table(results))
+    print(tables.format_table(results))
     print()
     print("'order pairs': classes whose videos are time reversals of each other (grow/shrink, ...);")
     print("frame averaging cannot tell them apart, a VideoMap read in time order can.")
@@ -332,7 +334,7 @@ def _train_demo_stream(store_dir: Path, run_dir: Path, configs: dict[str, TrainC
     """Both heads on one stream's store, on CPU with ``threads`` PyTorch threads (run in a child process)."""
     torch.set_num_threads(threads)
     store = VideoMapStore.open(store_dir)
-    pipeline.train(store, run_dir, list(pipeline.HEADS), configs, device="cpu", show_progress=False)
+    steps.train(store, run_dir, list(steps.HEADS), configs, device="cpu", show_progress=False)
 
 
 def demo_two_streams(args: argparse.Namespace) -> int:
@@ -351,7 +353,7 @@ def demo_two_streams(args: argparse.Namespace) -> int:
     with tqdm(total=total, desc="videos", unit="video", disable=args.quiet, dynamic_ncols=True) as bar:
         generate_demo_dataset(out / "videos", config, progress=bar.update)
     stages["generate videos"] = time.perf_counter() - start
-    dataset = pipeline.dataset_for_extraction("folder", out / "videos")
+    dataset = dataset_for_extraction("folder", out / "videos")
 
     stores = {}
     for step, stream in ((2, "rgb"), (3, "flow")):
@@ -363,10 +365,10 @@ def demo_two_streams(args: argparse.Namespace) -> int:
         )
         print(f"[{step}/6] extracting {what}")
         t = time.perf_counter()
-        options = pipeline.ExtractOptions(
+        options = steps.ExtractOptions(
             frames=args.frames, image_size=DEMO_IMAGE_SIZE, resize=DEMO_IMAGE_SIZE, device=args.device, stream=stream
         )
-        stores[stream], summary = pipeline.extract(
+        stores[stream], summary = steps.extract(
             dataset, out / f"store_{stream}", options, show_progress=not args.quiet
         )
         print_extraction(summary, stores[stream])
@@ -375,7 +377,7 @@ def demo_two_streams(args: argparse.Namespace) -> int:
     configs = demo_train_configs(len(dataset.clips("train")), args)
     runs = {stream: out / f"run_{stream}" for stream in stores}
     t = time.perf_counter()
-    if pipeline.resolve_device(args.device) == "cpu":
+    if steps.resolve_device(args.device) == "cpu":
         # The two streams' heads train side by side, in a process each with half the cores:
         # on 2 cores, one PyTorch thread per head ran 1.3-1.9x faster per map than two threads
         # (their OpenMP threads wait for each other whenever a core is busy), and the two
@@ -397,26 +399,26 @@ def demo_two_streams(args: argparse.Namespace) -> int:
     else:
         print("[4/6] training the VideoMap head and the TSN baseline on each stream")
         for stream, store in stores.items():
-            pipeline.train(
-                store, runs[stream], list(pipeline.HEADS), configs, device=args.device, show_progress=not args.quiet
+            steps.train(
+                store, runs[stream], list(steps.HEADS), configs, device=args.device, show_progress=not args.quiet
             )
     stages["train both streams"] = time.perf_counter() - t
 
     print("[5/6] evaluating each stream on the test split")
     t = time.perf_counter()
     for stream, store in stores.items():
-        results = pipeline.evaluate(store, runs[stream], device=args.device)
+        results = steps.evaluate(store, runs[stream], device=args.device)
         print(f"\n{'RGB' if stream == 'rgb' else 'flow'} stream:")
-        print(pipeline.format_table(results))
+        print(tables.format_table(results))
     stages["evaluate"] = time.perf_counter() - t
 
     weights = (1.0, 1.5)
     print(f"\n[6/6] fusing the two streams' scores, RGB : flow = {weights[0]:g} : {weights[1]:g} (TSN's)")
-    summary = pipeline.fuse(runs["rgb"], runs["flow"], out / "fusion", weights)
+    summary = steps.fuse(runs["rgb"], runs["flow"], out / "fusion", weights)
     print()
-    print(pipeline.format_fusion_table(summary))
+    print(tables.format_fusion_table(summary))
     print()
-    print(pipeline.format_fusion_groups(summary, "videomap"))
+    print(tables.format_fusion_groups(summary, "videomap"))
     print()
     print("'motion pairs': same appearance, opposite motion (turning clockwise / anticlockwise, panning right / left);")
     print(
@@ -424,7 +426,7 @@ def demo_two_streams(args: argparse.Namespace) -> int:
     )
     stages["total"] = time.perf_counter() - start
     print("times: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items()))
-    pipeline.write_json(out / "fusion" / "demo_times.json", {k: round(v, 1) for k, v in stages.items()})
+    write_json(out / "fusion" / "demo_times.json", {k: round(v, 1) for k, v in stages.items()})
     print(
         f"results: {out / 'fusion' / 'fusion.json'}, {runs['rgb'] / 'results.json'}, {runs['flow'] / 'results.json'}; "
         f"fused confusion matrix: {out / 'fusion' / 'confusion_fusion_videomap.png'}"
@@ -450,7 +452,7 @@ def run_command(args: argparse.Namespace) -> int:
         return COMMANDS[args.command](args)
     if args.command not in ("extract", "train"):
         raise UsageError(f"`tsmap {args.command}` runs in one process; only extract and train run under torchrun")
-    _, args.device = distributed.setup(pipeline.resolve_device(args.device))
+    _, args.device = distributed.setup(steps.resolve_device(args.device))
     try:
         if distributed.current().is_main:
             return COMMANDS[args.command](args)

@@ -34,7 +34,7 @@ class WriteError(OSError):
 def describe_os_error(exc: OSError, folder: Path) -> str:
     """One line for a failed write: disk full, read-only, or the system's own words."""
     if exc.errno in _FULL:
-        return f"disk full while writing to {folder}: free some space and rerun the same command (finished work is kept)"
+        return f"disk full while writing to {folder}: free some space and rerun the same command (work done is kept)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write to {folder}: permission denied or read-only; choose a folder you can write to"
     if exc.errno in (errno.ENOTDIR, errno.EEXIST) and folder.exists() and not folder.is_dir():

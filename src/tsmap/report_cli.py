@@ -233,7 +233,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from tsmap import pipeline
+    from tsmap import steps
     from tsmap.data.datasets import DatasetError
     from tsmap.data.video import FrameGeometry, read_distinct_frames, uniform_indices
     from tsmap.evaluation.explain import (
@@ -250,7 +250,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from tsmap.videomap.extract import encoder_for_store, videomap_from_frames
     from tsmap.videomap.store import StoreError
 
-    device = pipeline.resolve_device(args.device)
+    device = steps.resolve_device(args.device)
     model, meta = load_head(args.run / "videomap.pt", device)
     if not isinstance(model, VideoMapHead):
         raise StoreError(f"{args.run / 'videomap.pt'} is not a VideoMap head")

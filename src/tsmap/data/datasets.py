@@ -342,3 +342,30 @@ def open_dataset(spec: dict, split: int | None = None) -> VideoDataset:
     if kind in OFFICIAL_KINDS:
         return official_dataset(kind, spec["root"], spec["splits_dir"], split if split is not None else 1)
     raise DatasetError(f"unknown dataset kind {kind!r} in spec {spec}")
+
+
+def dataset_for_extraction(
+    kind: str,
+    videos: Path,
+    splits_dir: Path | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    train_list: Path | None = None,
+    test_list: Path | None = None,
+    classes_file: Path | None = None,
+    split: int | None = None,
+) -> VideoDataset:
+    """Every video of the dataset, whatever its split: one store serves all splits.
+
+    ``split`` (official datasets): only that split's clips, as train and test.
+    """
+    if kind == "folder":
+        return folder_dataset(videos, test_fraction=test_fraction, seed=seed)
+    if kind == "list":
+        if train_list is None or test_list is None:
+            raise DatasetError("--dataset list needs --train-list and --test-list ('<path> <label>' lines)")
+        return list_dataset(videos, train_list, test_list, classes_file)
+    if splits_dir is None:
+        raise DatasetError(f"--dataset {kind} needs --splits (the folder of the official split files)")
+    return official_dataset(kind, videos, splits_dir, split)
+

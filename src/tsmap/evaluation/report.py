@@ -267,13 +267,13 @@ def build_report(
     store_dir: Path, out_dir: Path, options: ReportOptions, run_dir: Path | None = None, log=print
 ) -> dict:
     """Run every experiment, write the figures, ``report.json``, CSVs, ``report.md`` and ``report.html``."""
-    from tsmap import pipeline  # here: pipeline imports the heads, the heads import nothing of this
+    from tsmap import steps
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    options.device = pipeline.resolve_device(options.device)
+    options.device = steps.resolve_device(options.device)
     store = VideoMapStore.open(store_dir)
-    dataset = pipeline.store_dataset(store, options.official_split)
+    dataset = steps.store_dataset(store, options.official_split)
     classes = dataset.classes
     out_dir.mkdir(parents=True, exist_ok=True)
     heads_dir = out_dir / "heads"
@@ -287,7 +287,7 @@ def build_report(
     if options.confusion_groups:
         confusion_groups({}, classes, options.confusion_groups)
     pick_explain_videos(test, options)
-    paired = pipeline.order_pair_classes(dataset)
+    paired = steps.order_pair_classes(dataset)
     report: dict = {
         "store": str(store.root),
         "store_settings": store.settings,
@@ -399,7 +399,7 @@ def dense_store(
     store: VideoMapStore, dataset: VideoDataset, frames: int, options: ReportOptions, log
 ) -> tuple[VideoMapStore | None, str]:
     """A store with the test videos at ``frames`` rows and the store's other settings, or None and why."""
-    from tsmap import pipeline
+    from tsmap import steps
 
     if store.num_frames >= frames:
         return store, f"the store itself (T = {store.num_frames})"
@@ -425,7 +425,7 @@ def dense_store(
         if not all((dataset.root / c.key).is_file() for c in todo):
             return dense, f"not extracted: the videos are not under {dataset.root}"
         s = store.settings
-        extract = pipeline.ExtractOptions(
+        extract = steps.ExtractOptions(
             frames=frames if dense is None else dense.num_frames,
             backbone=s["backbone"],
             image_size=s["image_size"],
@@ -435,7 +435,7 @@ def dense_store(
         )
         log(f"  extracting the {len(todo)} test videos at T = {frames} into {path} (once; reused later)")
         only_test = VideoDataset(dataset.root, dataset.classes, {"test": clips}, dataset.spec)
-        dense, summary = pipeline.extract(only_test, path, extract, show_progress=options.show_progress)
+        dense, summary = steps.extract(only_test, path, extract, show_progress=options.show_progress)
         log(f"  {summary.done} mapped in {summary.seconds:.0f} s ({summary.frames_per_second:.0f} frames/s)")
     return dense, f"{path} (T = {dense.num_frames}, test videos only)"
 

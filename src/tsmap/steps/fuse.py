@@ -1,0 +1,108 @@
+"""Step 4 (two streams), fuse: the RGB and flow runs' test scores, head by head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tsmap.evaluation.fusion import TSN_WEIGHTS, FusionError, fuse_runs
+from tsmap.evaluation.metrics import confusion_matrix
+from tsmap.evaluation.plots import plot_confusion
+from tsmap.fileio import write_json
+from tsmap.steps.common import HEADS, SCORES_KEYS_FILE
+from tsmap.steps.evaluate import group_accuracies, write_confusion_csv
+
+
+def _read_run(run_dir: Path) -> tuple[dict, dict]:
+    """results.json and scores_keys.json of an evaluated run, or a FusionError saying what is missing."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        splits = sorted(p.name for p in run_dir.glob("split[123]") if (p / "results.json").is_file())
+        hint = f" (official splits: give {run_dir / splits[0]})" if splits else "; run `tsmap evaluate` on it first"
+        raise FusionError(f"{run_dir} has no results.json{hint}")
+    keys_path = run_dir / SCORES_KEYS_FILE
+    if not keys_path.is_file():
+        raise FusionError(
+            f"{run_dir} has no {SCORES_KEYS_FILE} (evaluated by an older tsmap): run `tsmap evaluate` on it again"
+        )
+    try:
+        return json.loads(results_path.read_text()), json.loads(keys_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FusionError(f"{run_dir}: unreadable results ({exc})") from exc
+
+
+def fuse(
+    rgb_run: Path,
+    flow_run: Path,
+    out_dir: Path,
+    weights: tuple[float, float] = TSN_WEIGHTS,
+    kind: str = "raw",
+) -> dict:
+    """Fuse the test scores of an RGB run and a flow run, head by head; write fusion.json and plots.
+
+    The runs must have been evaluated (``evaluate``) on the same videos with the same
+    classes; their scores are aligned by video key. Writes ``out_dir/fusion.json`` (top-1,
+    top-5 and mean class accuracy of each stream and of the fusion, per head),
+    ``out_dir/scores_fusion_<head>.npy`` with ``scores_keys.json`` (rows in the RGB run's
+    order) and the fused VideoMap head's confusion matrix (PNG and CSV).
+    """
+    (rgb_results, rgb_keys), (flow_results, flow_keys) = _read_run(rgb_run), _read_run(flow_run)
+    streams = (rgb_results.get("stream", "rgb"), flow_results.get("stream", "flow"))
+    if streams != ("rgb", "flow"):
+        raise FusionError(
+            f"--runs takes the RGB run first and the flow run second; {rgb_run} holds {streams[0]} scores and "
+            f"{flow_run} {streams[1]} ones"
+        )
+    if rgb_keys.get("split") != flow_keys.get("split"):
+        raise FusionError(f"{rgb_run} was evaluated on {rgb_keys.get('split')}, {flow_run} on {flow_keys.get('split')}")
+    heads = [k for k in HEADS if k in rgb_results["heads"] and k in flow_results["heads"]]
+    if not heads:
+        raise FusionError(f"{rgb_run} and {flow_run} have no evaluated head in common")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {
+        "runs": {"rgb": str(rgb_run), "flow": str(flow_run)},
+        "weights": {"rgb": weights[0], "flow": weights[1]},
+        "scores": kind,
+        "split": rgb_keys.get("split"),
+        "num_videos": len(rgb_keys["keys"]),
+        "classes": rgb_keys["classes"],
+        "heads": {},
+    }
+    for head in heads:
+        scores = []
+        for run in (rgb_run, flow_run):
+            path = run / f"scores_{head}.npy"
+            if not path.is_file():
+                raise FusionError(f"{path} is missing: run `tsmap evaluate` on {run} again")
+            scores.append(np.load(path, allow_pickle=False))
+        fused = fuse_runs(
+            scores,
+            [rgb_keys["keys"], flow_keys["keys"]],
+            [np.asarray(rgb_keys["labels"]), np.asarray(flow_keys["labels"])],
+            [rgb_keys["classes"], flow_keys["classes"]],
+            weights,
+            kind,
+            names=("rgb", "flow"),
+        )
+        if groups := rgb_keys.get("groups"):
+            for name, values in zip(("rgb", "flow", "fusion"), [*fused["streams"], fused["fused"]], strict=True):
+                fused["figures"][name] |= group_accuracies(values, fused["labels"], groups)
+        summary["heads"][head] = fused["figures"]
+        np.save(out_dir / f"scores_fusion_{head}.npy", fused["fused"])
+        if head == "videomap":
+            cm = confusion_matrix(fused["fused"].argmax(1), fused["labels"], len(rgb_keys["classes"]))
+            write_confusion_csv(out_dir / "confusion_fusion_videomap.csv", cm, rgb_keys["classes"])
+            top1 = fused["figures"]["fusion"]["top1"]
+            plot_confusion(
+                cm,
+                rgb_keys["classes"],
+                out_dir / "confusion_fusion_videomap.png",
+                f"VideoMap head, RGB + flow ({weights[0]:g} : {weights[1]:g}): top-1 {top1:.1%}",
+            )
+    write_json(out_dir / SCORES_KEYS_FILE, {**rgb_keys})
+    write_json(out_dir / "fusion.json", summary)
+    return summary
+
+

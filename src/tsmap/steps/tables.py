@@ -1,0 +1,71 @@
+"""Tables printed by the commands: figures of a run, of several splits, of a fusion."""
+
+from __future__ import annotations
+
+from tsmap.steps.common import HEAD_LABELS
+
+GROUP_COLUMNS = {
+    "order_pairs_top1": "order pairs top-1",
+    "motion_pairs_top1": "motion pairs top-1",
+    "appearance_top1": "appearance top-1",
+}
+
+
+def format_table(results: dict) -> str:
+    heads = results["heads"]
+    groups = [k for k in GROUP_COLUMNS if any(k in f for f in heads.values())]
+    cols = ["top-1", "top-5", "mean class acc."] + [GROUP_COLUMNS[k] for k in groups]
+    keys = ["top1", "top5", "mean_class_accuracy"] + groups
+    width = max(len(HEAD_LABELS[k]) for k in heads) + 2
+    lines = [f"{'model':<{width}}" + "".join(f"{c:>20}" for c in cols)]
+    for kind, figures in heads.items():
+        cells = "".join(f"{figures[k] * 100:>19.1f}%" if figures.get(k) is not None else f"{'-':>20}" for k in keys)
+        lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+
+def format_splits_table(summary: dict) -> str:
+    splits = summary["splits"]
+    width = max(len(HEAD_LABELS[k]) for k in summary["heads"]) + 2
+    cols = [f"split {s}" for s in splits] + ["mean top-1", "mean top-5", "mean class acc."]
+    lines = [f"{'model':<{width}}" + "".join(f"{c:>17}" for c in cols)]
+    for kind, f in summary["heads"].items():
+        cells = [v * 100 for v in f["top1_per_split"]] + [
+            f["top1"] * 100,
+            f["top5"] * 100,
+            f["mean_class_accuracy"] * 100,
+        ]
+        lines.append(f"{HEAD_LABELS[kind]:<{width}}" + "".join(f"{c:>16.1f}%" for c in cells))
+    return "\n".join(lines)
+
+
+
+def format_fusion_table(summary: dict) -> str:
+    """The paper's Table I layout: rows = heads, columns = RGB, Flow, Fusion (top-1)."""
+    heads = summary["heads"]
+    width = max(len(HEAD_LABELS[k]) for k in heads) + 2
+    w = summary["weights"]
+    cols = ["RGB", "Flow", f"Fusion ({w['rgb']:g} : {w['flow']:g})"]
+    lines = [f"{'top-1':<{width}}" + "".join(f"{c:>20}" for c in cols)]
+    for kind, figures in heads.items():
+        cells = "".join(f"{figures[s]['top1'] * 100:>19.1f}%" for s in ("rgb", "flow", "fusion"))
+        lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def format_fusion_groups(summary: dict, head: str = "videomap") -> str:
+    """Top-1 of one head by class group (the demo's): rows RGB, Flow, Fusion."""
+    figures = summary["heads"][head]
+    groups = [k for k in GROUP_COLUMNS if k in figures["rgb"]]
+    cols = ["all classes"] + [GROUP_COLUMNS[k].removesuffix(" top-1") for k in groups]
+    title = f"{HEAD_LABELS[head]}, top-1"
+    width = len(title) + 2
+    lines = [f"{title:<{width}}" + "".join(f"{c:>20}" for c in cols)]
+    for stream, label in (("rgb", "RGB"), ("flow", "Flow"), ("fusion", "Fusion")):
+        values = [figures[stream]["top1"]] + [figures[stream][k] for k in groups]
+        cells = "".join(f"{v * 100:>19.1f}%" if v is not None else f"{'-':>20}" for v in values)
+        lines.append(f"{label:<{width}}{cells}")
+    return "\n".join(lines)
+
+
