@@ -1,22 +1,32 @@
 """Training and scoring heads on stored VideoMaps.
 
-The recipe is the paper's: SGD (momentum 0.9, weight decay 5e-4), base learning rate
-0.01 divided by 10 every ``lr_step`` iterations (10,000 in the paper), mini-batches of
-128 maps, cross-entropy; plus TSN's gradient clipping at norm 20. Note that at the
-paper's sizes the step never fires on HMDB51 (100 epochs x 28 iterations = 2,800), so
-the paper trains at a constant 0.01; short runs (the demo) set a smaller ``lr_step``.
+Two recipes (``recipe(name)``):
+
+- ``"paper"``: the paper's SGD, base learning rate 0.01 divided by 10 every ``lr_step``
+  iterations (10,000), mini-batches of 128 maps, 100 epochs, cross-entropy. Momentum 0.9,
+  weight decay 5e-4 and gradient clipping at norm 20 are TSN's (the paper states none
+  of them). At HMDB51's size the step never fires (100 x 28 = 2,800 iterations), so the
+  paper trains at a constant 0.01.
+- ``"cosine"`` (the CLI's default): a linear warm-up, then a cosine decay to zero over
+  fewer epochs and smaller batches (chosen on validation data: README, "Training recipe").
+
+Either way, with validation maps (carved from the training videos, never the test
+ones), every epoch reports validation accuracy and the weights of the best epoch on
+validation are the ones kept; ``patience`` stops a run that has not improved for that
+many epochs.
 
 Training survives being killed: after every epoch the whole training state (weights,
-optimizer, scheduler, random generators, history) is written atomically to a state
-file, and a rerun with the same settings continues from the last finished epoch,
-reaching the same weights as an uninterrupted run.
+optimizer, scheduler, random generators, history, best weights so far) is written
+atomically to a state file, and a rerun with the same settings continues from the last
+finished epoch, reaching the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +40,78 @@ from tsmap import distributed
 from tsmap.fileio import save_torch, seed_everything
 from tsmap.videomap.augment import temporal_crop_batch
 
+SCHEDULES = ("step", "cosine")
+
+
+class ConfigError(ValueError):
+    """A training setting out of its range (names the setting and the allowed values)."""
+
 
 @dataclass
 class TrainConfig:
+    """How a head is trained. The defaults are the paper's recipe (``recipe("paper")``)."""
+
     epochs: int = 100
     batch_size: int = 128
     lr: float = 0.01
-    lr_step: int = 10_000  # iterations between divisions of the lr by 10
+    lr_step: int = 10_000  # "step" schedule: iterations between divisions of the lr by 10
     momentum: float = 0.9
     weight_decay: float = 5e-4
     clip_grad_norm: float = 20.0
     temporal_crop: float = 1.0  # min share of a map's rows kept by the random temporal crop (1 = off)
     micro_batch: int = 0  # maps per forward/backward pass inside a batch (0 = auto, see auto_micro_batch)
     seed: int = 0
+    schedule: str = "step"  # "step" (the paper's) or "cosine" (linear warm-up, then cosine to 0)
+    warmup_epochs: float = 0.0  # "cosine": epochs of linear warm-up from lr / 10
+    label_smoothing: float = 0.0
+    patience: int = 0  # with validation maps: stop after this many epochs without a better one (0 = never)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first setting out of its range."""
+        rules = [
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
+            ("lr_step", self.lr_step >= 1, "at least 1"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0"),
+            ("clip_grad_norm", self.clip_grad_norm > 0, "a number > 0"),
+            ("temporal_crop", 0 < self.temporal_crop <= 1, "in (0, 1]"),
+            ("micro_batch", self.micro_batch >= 0, "0 (auto) or more"),
+            ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("patience", self.patience >= 0, "0 (never stop early) or more"),
+        ]
+        for name, ok, allowed in rules:
+            if not ok:
+                raise ConfigError(f"training setting {name} must be {allowed}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# The recipes by name: "paper" is the paper's (and TSN's) SGD; "cosine" was chosen on
+# validation data (README, "Training recipe").
+RECIPES: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    "cosine": TrainConfig(epochs=30, batch_size=32, lr=0.01, schedule="cosine", warmup_epochs=1.0, weight_decay=5e-4),
+}
+
+
+def recipe(name: str, **overrides) -> TrainConfig:
+    """The recipe ``name`` ("paper" or "cosine") with ``overrides`` (None values are ignored)."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 # On CPU the head trains fastest with ~16 maps of 256 x 1280 per pass: the activations of
@@ -62,9 +128,35 @@ def auto_micro_batch(batch: int, num_frames: int, feature_dim: int, device: str)
     return max(1, min(batch, CPU_PASS_CELLS // max(1, num_frames * feature_dim)))
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def fit_standardizer(model: nn.Module, data: Dataset, batch_size: int = 64) -> None:
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     model.standardize.fit(maps for maps, _ in loader)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """The learning-rate schedule, stepped once per iteration."""
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.1)
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _better(record: dict, best: dict | None) -> bool:
+    """Higher validation top-1 wins; a tie goes to the lower validation loss."""
+    if best is None:
+        return True
+    return (record["val_top1"], -record["val_loss"]) > (best["val_top1"], -best["val_loss"])
 
 
 def train_head(
@@ -75,14 +167,19 @@ def train_head(
     show_progress: bool = True,
     desc: str = "train",
     state_path: Path | None = None,
+    val_data: Dataset | None = None,
 ) -> list[dict]:
-    """Train in place; returns one record (loss, accuracy, lr) per epoch.
+    """Train in place; returns one record per epoch (loss, train top-1, lr, and with
+    ``val_data`` val_loss / val_top1; the kept epoch's record has ``"kept": True``).
 
-    With ``state_path``, the training state is saved there after every epoch and a
-    state left by a killed run with the same settings is resumed from. Under torchrun
-    the model is wrapped in DistributedDataParallel and every rank takes
-    ``batch_size / world size`` maps a step, so the global batch stays ``batch_size``;
-    only rank 0 writes the state.
+    With ``val_data`` the weights of the best epoch on it are the ones left in ``model``,
+    and ``config.patience`` can stop early. With ``state_path``, the training state is
+    saved there after every epoch and a state left by a killed run with the same
+    settings is resumed from. Under torchrun the model is wrapped in
+    DistributedDataParallel and every rank takes ``batch_size / world size`` maps a
+    step, so the global batch stays ``batch_size``; only rank 0 writes the state.
+    Heads with BatchNorm run each batch in one pass (micro-batches would give them other
+    batch statistics, so another update).
     """
     world = distributed.current()
     generator = seed_everything(config.seed)
@@ -99,12 +196,20 @@ def train_head(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.1)
-    loss_fn = nn.CrossEntropyLoss()
+    scheduler = make_scheduler(optimizer, config, len(loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    whole_batches = has_batchnorm(model)
     history: list[dict] = []
-    identity = {"config": config.to_dict(), "model": model.config, "num_maps": len(data), "world_size": world.size}
+    best: dict = {"record": None, "weights": None}
+    identity = {
+        "config": config.to_dict(),
+        "model": model.config,
+        "num_maps": len(data),
+        "num_val_maps": len(val_data) if val_data is not None else 0,
+        "world_size": world.size,
+    }
     if state_path is not None:
-        history = resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device)
+        history = resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device, best)
     bar = tqdm(
         range(len(history), config.epochs),
         desc=desc,
@@ -115,8 +220,11 @@ def train_head(
         dynamic_ncols=True,
     )
     for epoch in bar:
+        if _stalled(history, best["record"], config.patience):
+            break
         if sampler is not None:
             sampler.set_epoch(epoch)
+        model.train()
         total_loss, correct, seen = 0.0, 0, 0
         for maps, labels in loader:
             maps = temporal_crop_batch(maps, config.temporal_crop)
@@ -125,6 +233,7 @@ def train_head(
             # Micro-batches: the same gradient as the whole batch (the loss is the batch
             # mean), with the activations of one micro-batch alive at a time.
             chunk = config.micro_batch or auto_micro_batch(len(labels), maps.shape[1], maps.shape[2], device)
+            chunk = len(labels) if whole_batches else chunk
             starts = range(0, len(labels), chunk)
             batch_loss = 0.0
             for start in starts:
@@ -137,7 +246,9 @@ def train_head(
                 batch_loss += loss.item()
                 correct += int((scores.argmax(1) == y).sum())
             if not math.isfinite(batch_loss):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {batch_loss})")
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch + 1} (loss {batch_loss}); try a smaller learning rate (--lr)"
+                )
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -150,16 +261,47 @@ def train_head(
             "train_top1": correct / seen,
             "lr": optimizer.param_groups[0]["lr"],
         }
+        if val_data is not None and len(val_data):
+            record |= validate(model, val_data, device)
+            if _better(record, best["record"]):
+                best = {"record": record, "weights": copy.deepcopy(model.state_dict())}
         history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.2f}")
+        postfix = {"loss": f"{record['loss']:.3f}", "train": f"{record['train_top1']:.2f}"}
+        if "val_top1" in record:
+            postfix["val"] = f"{record['val_top1']:.2f}"
+        bar.set_postfix(postfix)
         if state_path is not None and world.is_main:
-            save_training_state(state_path, identity, model, optimizer, scheduler, generator, history)
+            save_training_state(state_path, identity, model, optimizer, scheduler, generator, history, best)
+    bar.close()
+    if best["weights"] is not None:
+        model.load_state_dict(best["weights"])
+        for record in history:
+            record["kept"] = record["epoch"] == best["record"]["epoch"]
+    elif history:
+        history[-1]["kept"] = True
     model.eval()
     return history
 
 
+def _stalled(history: list[dict], best: dict | None, patience: int) -> bool:
+    return bool(patience and best is not None and history and history[-1]["epoch"] - best["epoch"] >= patience)
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, data: Dataset, device: str = "cpu", batch_size: int = 64) -> dict:
+    """Validation loss and top-1 of ``model`` on ``data`` (eval mode; the mode is restored)."""
+    was_training = model.training
+    scores, labels = score_maps(model, data, batch_size=batch_size, device=device)
+    model.train(was_training)
+    logits, target = torch.from_numpy(scores), torch.from_numpy(labels)
+    return {
+        "val_loss": float(nn.functional.cross_entropy(logits, target)),
+        "val_top1": float((logits.argmax(1) == target).float().mean()),
+    }
+
+
 def save_training_state(
-    path: Path, identity: dict, model, optimizer, scheduler, generator, history: list[dict]
+    path: Path, identity: dict, model, optimizer, scheduler, generator, history: list[dict], best: dict | None = None
 ) -> None:
     state = {
         "identity": identity,
@@ -170,24 +312,27 @@ def save_training_state(
         "loader_rng": generator.get_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
+        "best": best or {"record": None, "weights": None},
     }
     save_torch(state, path)  # the previous epoch's state stays whole until this instant
 
 
 def resume_training_state(
-    path: Path, identity: dict, model, optimizer, scheduler, generator, device: str
+    path: Path, identity: dict, model, optimizer, scheduler, generator, device: str, best: dict | None = None
 ) -> list[dict]:
-    """Load a killed run's state into the objects; returns its history ([] = start afresh)."""
+    """Load a killed run's state into the objects; returns its history ([] = start afresh).
+    ``best`` is updated with the best epoch on validation so far (record and weights)."""
+    fresh: list[dict] = []
     if not path.is_file():
-        return []
+        return fresh
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # an unreadable state file only costs the epochs it held
-        print(f"note: ignoring unreadable training state {path} ({exc}); starting afresh")
-        return []
-    if state.get("identity") != identity:
+        print(f"note: ignoring unreadable training state {path} ({type(exc).__name__}); starting afresh")
+        return fresh
+    if not isinstance(state, dict) or state.get("identity") != identity:
         print(f"note: {path} was left by a run with other settings; starting afresh")
-        return []
+        return fresh
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -198,6 +343,8 @@ def resume_training_state(
     history = state["history"]
     if distributed.current().is_main:
         print(f"resuming {path.name} after epoch {len(history)} of {identity['config']['epochs']}")
+    if best is not None and state.get("best"):
+        best.update(state["best"])
     return history
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -11,12 +12,13 @@ import numpy as np
 from tsmap.data.datasets import DatasetError, VideoDataset
 from tsmap.evaluation.metrics import confusion_matrix, per_class_accuracy, summarize
 from tsmap.evaluation.plots import plot_confusion
-from tsmap.fileio import write_json
+from tsmap.fileio import atomic_write_text, folder_lock, save_numpy, write_json
 from tsmap.heads.checkpoint import load_head
 from tsmap.steps.common import HEAD_LABELS, HEADS, SCORES_KEYS_FILE, fits_in_memory, resolve_device, store_dataset
 from tsmap.training import score_maps
 from tsmap.videomap.loader import MapDataset
-from tsmap.videomap.store import StoreError, VideoMapStore
+from tsmap.videomap.settings import MapSettings
+from tsmap.videomap.store import StoreError, VideoMapStore, require_same_maps
 
 
 def order_pair_classes(dataset: VideoDataset, group: str = "order_pairs") -> list[int]:
@@ -48,31 +50,40 @@ def group_accuracies(scores: np.ndarray, labels: np.ndarray, groups: dict[str, l
 def evaluate(
     store: VideoMapStore, run_dir: Path, split: str = "test", device: str = "auto", official_split: int | None = None
 ) -> dict:
-    """Score every trained head of ``run_dir`` on ``split``; write JSON, CSV and PNG there."""
+    """Score every trained head of ``run_dir`` on ``split``; write JSON, CSV and PNG there.
+
+    ``split`` is "test", "train" or "val" (the validation videos each head held out).
+    A head that was trained on any of the test videos is refused. Every head is scored
+    before anything is written, so a run's results are replaced as one unit.
+    """
     device = resolve_device(device)
     dataset = store_dataset(store, official_split)
-    data = MapDataset(store, dataset.clips(split), in_memory=fits_in_memory(store, len(dataset.clips(split))))
+    found = [k for k in HEADS if (run_dir / f"{k}.pt").is_file()]
+    if not found:
+        raise FileNotFoundError(f"no trained head in {run_dir} (expected {' or '.join(f'{k}.pt' for k in HEADS)})")
+    heads = {kind: load_head(run_dir / f"{kind}.pt", device) for kind in found}
+    for kind, (_, meta) in heads.items():
+        _check_compatible(meta, store, dataset, run_dir / f"{kind}.pt")
+    clips = _clips_to_score(dataset, split, heads, run_dir)
+    data = MapDataset(store, clips, in_memory=fits_in_memory(store, len(clips)))
     if len(data) == 0:
-        raise DatasetError(f"no {split} VideoMaps in {store.root}")
+        raise DatasetError(f"no {split} VideoMaps in {store.root} ({len(clips)} {split} videos listed, none mapped)")
     paired = order_pair_classes(dataset)
     groups = {"order_pairs": paired} if paired else {}
     if moving := order_pair_classes(dataset, "motion_pairs"):
         groups["motion_pairs"] = moving
     results: dict = {
         "split": split,
-        "stream": store.settings.get("stream", "rgb"),
+        "stream": store.map_settings.stream,
         "num_videos": len(data),
+        "num_listed": len(clips),
         "missing_videos": data.missing,
         "classes": dataset.classes,
         "scores_keys": SCORES_KEYS_FILE,
         "heads": {},
     }
-    found = [k for k in HEADS if (run_dir / f"{k}.pt").is_file()]
-    if not found:
-        raise FileNotFoundError(f"no trained head in {run_dir} (expected {' or '.join(f'{k}.pt' for k in HEADS)})")
-    for kind in found:
-        model, meta = load_head(run_dir / f"{kind}.pt", device)
-        _check_compatible(meta, store, dataset, run_dir / f"{kind}.pt")
+    scored = {}
+    for kind, (model, _) in heads.items():
         scores, labels = score_maps(model, data, device=device)
         figures = summarize(scores, labels)
         if groups:
@@ -80,49 +91,70 @@ def evaluate(
         cm = confusion_matrix(scores.argmax(1), labels, len(dataset.classes))
         # NaN (no test video of the class) becomes null in the JSON.
         figures["per_class_accuracy"] = [None if np.isnan(a) else float(a) for a in per_class_accuracy(cm)]
-        write_confusion_csv(run_dir / f"confusion_{kind}.csv", cm, dataset.classes)
-        plot_confusion(
-            cm,
-            dataset.classes,
-            run_dir / f"confusion_{kind}.png",
-            f"{HEAD_LABELS[kind]}: top-1 {figures['top1']:.1%} on {split}",
-        )
-        np.save(run_dir / f"scores_{kind}.npy", scores)
         results["heads"][kind] = figures
-    # Row i of every scores_<head>.npy is the video keys[i]: `tsmap fuse` aligns two runs by key.
-    keys = {
-        "split": split,
-        "classes": dataset.classes,
-        "groups": groups,
-        "keys": [c.key for c in data.clips],
-        "labels": labels.tolist(),
-    }
-    write_json(run_dir / SCORES_KEYS_FILE, keys)
-    write_json(run_dir / "results.json", results)
+        scored[kind] = (scores, cm)
+    with folder_lock(run_dir, "run folder"):
+        for kind, (scores, cm) in scored.items():
+            write_confusion_csv(run_dir / f"confusion_{kind}.csv", cm, dataset.classes)
+            plot_confusion(
+                cm,
+                dataset.classes,
+                run_dir / f"confusion_{kind}.png",
+                f"{HEAD_LABELS[kind]}: top-1 {results['heads'][kind]['top1']:.1%} on {split}",
+            )
+            save_numpy(run_dir / f"scores_{kind}.npy", scores)
+        # Row i of every scores_<head>.npy is the video keys[i]: `tsmap fuse` aligns two runs by key.
+        keys = {
+            "split": split,
+            "classes": dataset.classes,
+            "groups": groups,
+            "keys": [c.key for c in data.clips],
+            "labels": labels.tolist(),
+        }
+        write_json(run_dir / SCORES_KEYS_FILE, keys)
+        write_json(run_dir / "results.json", results)
     return results
 
 
+def _clips_to_score(dataset: VideoDataset, split: str, heads: dict, run_dir: Path) -> list:
+    """The clips of ``split``; for "val" the heads' own validation videos; for "test" a check
+    that no head saw any of them in training."""
+    if split == "val":
+        keys = [set(meta["extra"].get("val_keys") or []) for _, meta in heads.values()]
+        if not keys[0] or any(k != keys[0] for k in keys):
+            raise StoreError(f"the heads in {run_dir} hold out no common validation videos; evaluate test or train")
+        return [c for c in dataset.clips("train") if c.key in keys[0]]
+    clips = dataset.clips(split)
+    if split == "test":
+        listed = {c.key for c in clips}
+        for kind, (_, meta) in heads.items():
+            trained = set(meta["extra"].get("train_keys") or []) | set(meta["extra"].get("val_keys") or [])
+            seen = listed & trained
+            if seen:
+                raise StoreError(
+                    f"{run_dir / (kind + '.pt')} was trained on {len(seen)} of the {len(listed)} test videos "
+                    f"(e.g. {sorted(seen)[0]}): its test figures would not be honest; train it again on this split"
+                )
+    return clips
+
+
 def _check_compatible(meta: dict, store: VideoMapStore, dataset: VideoDataset, path: Path) -> None:
-    trained = {k: v for k, v in meta["store_settings"].items() if k != "source"}
-    now = {k: v for k, v in store.settings.items() if k != "source"}
-    if trained.get("stream", "rgb") != now.get("stream", "rgb"):
-        raise StoreError(
-            f"{path} was trained on {trained.get('stream', 'rgb')} VideoMaps, {store.root} holds "
-            f"{now.get('stream', 'rgb')} ones"
-        )
-    if trained != now:
-        raise StoreError(f"{path} was trained on maps made with other settings than {store.root}")
+    try:
+        trained = MapSettings.from_dict(meta.get("store_settings") or {})
+    except TypeError as exc:
+        raise StoreError(f"{path} does not say which maps it was trained on; train it again") from exc
+    require_same_maps(
+        trained, store.map_settings, f"{path}", "evaluate it on a store made like its own", ("head has", "store has")
+    )
     if meta["classes"] != dataset.classes:
         raise StoreError(f"{path} was trained on other classes than the dataset of {store.root}")
 
 
 def write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *classes])
-        for name, row in zip(classes, cm, strict=False):
-            writer.writerow([name, *row.tolist()])
-
+    rows = [["true \\ predicted", *classes]] + [[name, *row.tolist()] for name, row in zip(classes, cm, strict=True)]
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def mean_over_splits(per_split: dict[int, dict]) -> dict:
@@ -138,5 +170,3 @@ def mean_over_splits(per_split: dict[int, dict]) -> dict:
             figures[f"{key}_per_split"] = values.tolist()
         out["heads"][kind] = figures
     return out
-
-

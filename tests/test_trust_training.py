@@ -1,0 +1,201 @@
+"""Training that a reviewer can trust: a validation split carved from training, the best epoch
+on it kept, settings checked before anything is written, and runs that notice other maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from tsmap import steps
+from tsmap.data.datasets import Clip
+from tsmap.data.subsets import carve_validation, clips_digest
+from tsmap.heads import create_head
+from tsmap.training import ConfigError, TrainConfig, recipe, train_head, validate
+from tsmap.videomap.settings import MapSettings
+from tsmap.videomap.store import StoreError, VideoMapStore
+
+T, L, CLASSES = 16, 32, 3
+
+
+class Maps(Dataset):
+    """Maps whose class shows as a bump on a few rows, plus noise."""
+
+    def __init__(self, n: int, seed: int, noise: float = 1.0):
+        rng = np.random.default_rng(seed)
+        self.labels = rng.integers(0, CLASSES, n)
+        maps = rng.normal(0, noise, (n, T, L)).astype(np.float32)
+        for i, y in enumerate(self.labels):
+            maps[i, 4 * y : 4 * y + 4, :8] += 1.5
+        self.maps = torch.from_numpy(maps)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.maps[i], int(self.labels[i])
+
+
+def _clips(per_class: dict[int, int]) -> list[Clip]:
+    return [Clip(f"c{y}/v{i:03d}.mp4", y) for y, n in per_class.items() for i in range(n)]
+
+
+def test_validation_is_carved_from_training_per_class_seeded_and_disjoint():
+    clips = _clips({0: 20, 1: 10, 2: 3})
+    train, val = carve_validation(clips, 0.1, seed=0)
+    assert {c.key for c in train}.isdisjoint(c.key for c in val)
+    assert sorted(train + val, key=lambda c: c.key) == sorted(clips, key=lambda c: c.key)
+    counts = {y: sum(c.label == y for c in val) for y in range(3)}
+    assert counts == {0: 2, 1: 1, 2: 0}  # a class of 3 keeps its videos for training
+    again, _ = carve_validation(list(reversed(clips)), 0.1, seed=0)
+    assert again == train  # the order of the list does not matter
+    assert carve_validation(clips, 0.1, seed=1)[1] != val
+    assert carve_validation(clips, 0.0)[1] == []
+    assert clips_digest(train) != clips_digest(clips)
+
+
+def test_training_keeps_the_epoch_best_on_validation():
+    train, val = Maps(96, seed=0), Maps(30, seed=1, noise=2.5)
+    model = create_head("videomap", CLASSES, T, L)
+    config = TrainConfig(epochs=8, batch_size=16, lr=0.02, schedule="cosine", warmup_epochs=1, seed=0)
+    history = train_head(model, train, config, show_progress=False, val_data=val)
+    kept = [r for r in history if r["kept"]]
+    assert len(kept) == 1
+    assert kept[0]["val_top1"] == max(r["val_top1"] for r in history)
+    now = validate(model, val)
+    assert now["val_top1"] == pytest.approx(kept[0]["val_top1"])
+    assert now["val_loss"] == pytest.approx(kept[0]["val_loss"], rel=1e-5)
+    # The cosine schedule warms up, then decays towards zero.
+    lrs = [r["lr"] for r in history]
+    assert max(lrs) > lrs[-1] and lrs[-1] < 0.1 * config.lr
+
+
+def test_patience_stops_a_run_that_no_longer_improves():
+    train, val = Maps(32, seed=0), Maps(12, seed=1)
+    model = create_head("tsn", CLASSES, T, L)
+    config = TrainConfig(epochs=20, batch_size=16, lr=1e-12, patience=2, seed=0)
+    history = train_head(model, train, config, show_progress=False, val_data=val)
+    assert len(history) == 3  # epoch 1 is best; 2 and 3 do not improve on it
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lr": -1.0},
+        {"lr": float("nan")},
+        {"lr_step": 0},
+        {"micro_batch": -1},
+        {"temporal_crop": 0.0},
+        {"schedule": "linear"},
+        {"label_smoothing": 1.0},
+        {"patience": -1},
+    ],
+)
+def test_training_settings_out_of_range_are_refused_before_anything_runs(setting):
+    name = next(iter(setting))
+    with pytest.raises(ConfigError, match=name):
+        TrainConfig(**setting)
+
+
+def test_recipes_are_named_and_overridable():
+    assert recipe("paper") == TrainConfig()
+    assert recipe("cosine", epochs=5, lr=None).epochs == 5
+    with pytest.raises(ConfigError, match="recipe"):
+        recipe("fastest")
+
+
+def test_heads_with_batchnorm_get_the_whole_batch_update_whatever_the_micro_batch():
+    """Micro-batches would give BatchNorm other batch statistics, so another update."""
+    data = Maps(24, seed=0)
+    weights = {}
+    for micro in (0, 4):
+        torch.manual_seed(0)
+        model = create_head("alexnet", CLASSES, T, L, dropout=0.0)
+        train_head(model, data, TrainConfig(epochs=1, batch_size=12, micro_batch=micro), show_progress=False)
+        weights[micro] = model.state_dict()
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[4][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+# -- the train and evaluate steps on a small hand-made store ------------------------------
+def _make_store(root, videos, image_size: int = 64, frames: int = T) -> VideoMapStore:
+    """A list dataset of 3 classes (the videos need not exist: only maps are read) and its store."""
+    rng = np.random.default_rng(0)
+    lines = {"train": [], "test": []}
+    for y in range(CLASSES):
+        for i in range(12):
+            lines["train" if i < 9 else "test"].append(f"c{y}/v{i:02d}.mp4 {y}")
+    videos.mkdir(parents=True, exist_ok=True)
+    for split, rows in lines.items():
+        (videos / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    spec = {
+        "kind": "list",
+        "root": str(videos),
+        "train_list": str(videos / "train.txt"),
+        "test_list": str(videos / "test.txt"),
+        "classes_file": None,
+    }
+    settings = MapSettings(frames=frames, feature_dim=L, image_size=image_size, resize=image_size)
+    store = VideoMapStore.create_or_open(root, settings, source=spec)
+    for split, rows in lines.items():
+        for row in rows:
+            key, label = row.split()
+            m = rng.normal(0, 1, (frames, L)).astype(np.float32)
+            m[4 * int(label) : 4 * int(label) + 4, :8] += 1.5
+            store.write(key, m)
+    return store
+
+
+def _config(epochs=2):
+    return {"videomap": TrainConfig(epochs=epochs, batch_size=8, seed=0), "tsn": TrainConfig(epochs=epochs, seed=0)}
+
+
+def test_a_trained_head_is_not_reused_for_a_store_of_other_maps(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    a = _make_store(tmp_path / "a", videos, image_size=64)
+    b = _make_store(tmp_path / "b", videos, image_size=96)  # same T and L, other maps
+    run = tmp_path / "run"
+    steps.train(a, run, ["tsn"], _config(), show_progress=False)
+    first = (run / "tsn.pt").read_bytes()
+    capsys.readouterr()
+    steps.train(b, run, ["tsn"], _config(), show_progress=False)
+    assert "already trained" not in capsys.readouterr().out
+    assert (run / "tsn.pt").read_bytes() != first
+    # The same store again: kept.
+    steps.train(b, run, ["tsn"], _config(), show_progress=False)
+    assert "already trained" in capsys.readouterr().out
+
+
+def test_train_reports_validation_and_the_checkpoint_records_its_videos(tmp_path):
+    store = _make_store(tmp_path / "s", tmp_path / "videos")
+    run = tmp_path / "run"
+    history = steps.train(store, run, ["videomap"], _config(3), show_progress=False, val_fraction=0.2)["videomap"]
+    assert all("val_top1" in r for r in history)
+    extra = torch.load(run / "videomap.pt", weights_only=True)["extra"]
+    assert len(extra["val_keys"]) == CLASSES * 2 and len(extra["train_keys"]) == CLASSES * 7
+    assert set(extra["val_keys"]).isdisjoint(extra["train_keys"])
+    results = steps.evaluate(store, run, split="val")
+    assert results["num_videos"] == CLASSES * 2
+    kept = next(r for r in history if r["kept"])
+    assert results["heads"]["videomap"]["top1"] == pytest.approx(kept["val_top1"])
+
+
+def test_evaluate_counts_what_it_scored_and_refuses_heads_trained_on_test_videos(tmp_path):
+    store = _make_store(tmp_path / "s", tmp_path / "videos")
+    run = tmp_path / "run"
+    steps.train(store, run, ["tsn"], _config(), show_progress=False)
+    store.path_of("c0/v11.mp4").unlink()  # a test video without a map
+    results = steps.evaluate(store, run)
+    assert (results["num_videos"], results["num_listed"]) == (CLASSES * 3 - 1, CLASSES * 3)
+    assert results["missing_videos"] == ["c0/v11.mp4"]
+    # A head whose training videos include test ones is refused, whatever moved them there.
+    payload = torch.load(run / "tsn.pt", weights_only=True)
+    payload["extra"]["train_keys"].append("c1/v10.mp4")
+    torch.save(payload, run / "tsn.pt")
+    before = (run / "results.json").read_bytes()
+    with pytest.raises(StoreError, match="trained on 1 of the"):
+        steps.evaluate(store, run)
+    assert (run / "results.json").read_bytes() == before
