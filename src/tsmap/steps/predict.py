@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,18 +13,36 @@ from tsmap.videomap.extract import encoder_for_store, flow_from_settings, video_
 from tsmap.videomap.settings import MapSettings
 
 
+@dataclass
+class Run:
+    """A trained head with what it needs to classify new videos: its classes and the
+    settings of the maps it was trained on (the same ConvNet, T and geometry map new videos)."""
+
+    head: torch.nn.Module
+    classes: list[str]
+    settings: MapSettings
+    device: str = "cpu"
+
+    def predict(self, video: str | Path, top: int = 5) -> list[tuple[str, float]]:
+        """The ``top`` classes of one video with their probabilities, best first."""
+        encoder = encoder_for_store(self.settings, self.device)
+        flow = flow_from_settings(self.settings)
+        videomap = video_to_map(video, encoder, self.settings.frames, self.settings.geometry, flow)
+        with torch.inference_mode():
+            probs = torch.softmax(self.head(torch.from_numpy(videomap)[None].to(self.device)), dim=1)[0].cpu()
+        values, idx = probs.topk(min(top, len(self.classes)))
+        return [(self.classes[i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=True)]
+
+
+def load_run(run_dir: str | Path, head: str = "videomap", device: str = "auto") -> Run:
+    """The trained ``head`` ("videomap" or "tsn") of a run folder."""
+    device = resolve_device(device)
+    model, meta = load_head(Path(run_dir) / f"{head}.pt", device)
+    return Run(model, meta["classes"], MapSettings.from_dict(meta["store_settings"]), device)
+
+
 def predict_video(
     video: Path, run_dir: Path, head: str = "videomap", top: int = 5, device: str = "auto"
 ) -> list[tuple[str, float]]:
     """Top classes with probabilities for one video, with the run's own extraction settings."""
-    device = resolve_device(device)
-    model, meta = load_head(run_dir / f"{head}.pt", device)
-    settings = MapSettings.from_dict(meta["store_settings"])
-    encoder = encoder_for_store(settings, device)
-    videomap = video_to_map(video, encoder, settings.frames, settings.geometry, flow_from_settings(settings))
-    with torch.inference_mode():
-        probs = torch.softmax(model(torch.from_numpy(videomap)[None].to(device)), dim=1)[0].cpu()
-    values, idx = probs.topk(min(top, len(meta["classes"])))
-    return [(meta["classes"][i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=False)]
-
-
+    return load_run(run_dir, head, device).predict(video, top)
