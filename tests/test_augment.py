@@ -43,3 +43,29 @@ def test_bad_fraction_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--store", "s", "--run", "r", "--temporal-crop", "1.5"])
     assert "--temporal-crop" in capsys.readouterr().err
+
+
+def test_feature_dropout_drops_whole_columns_and_keeps_the_mean():
+    from tsmap.videomap.augment import feature_dropout_batch
+
+    maps = torch.ones(64, 5, 200)
+    out = feature_dropout_batch(maps, 0.25, torch.Generator().manual_seed(0))
+    # A column is dropped on every row of a map or on none.
+    assert torch.equal(out.amin(dim=1) == 0, out.amax(dim=1) == 0)
+    assert abs(float((out[:, 0] == 0).float().mean()) - 0.25) < 0.02
+    assert abs(float(out.mean()) - 1.0) < 0.03
+    assert feature_dropout_batch(maps, 0.0) is maps
+
+
+def test_mixup_mixes_two_maps_row_by_row():
+    from tsmap.videomap.augment import mixup_batch
+
+    torch.manual_seed(0)
+    maps = torch.arange(4 * 3 * 2, dtype=torch.float32).reshape(4, 3, 2)
+    labels = torch.tensor([0, 1, 2, 3])
+    mixed, y, y2, lam = mixup_batch(maps, labels, 0.4)
+    assert 0 < lam < 1 and torch.equal(y, labels)
+    other = maps[[int(i) for i in y2]]
+    torch.testing.assert_close(mixed, lam * maps + (1 - lam) * other)
+    same = mixup_batch(maps, labels, 0.0)
+    assert same[0] is maps and same[3] == 1.0

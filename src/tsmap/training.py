@@ -34,11 +34,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from tsmap import distributed
 from tsmap.fileio import save_torch, seed_everything
-from tsmap.videomap.augment import temporal_crop_batch
+from tsmap.progress import progress as tqdm
+from tsmap.videomap.augment import feature_dropout_batch, mixup_batch, temporal_crop_batch
 
 SCHEDULES = ("step", "cosine")
 
@@ -64,6 +64,8 @@ class TrainConfig:
     schedule: str = "step"  # "step" (the paper's) or "cosine" (linear warm-up, then cosine to 0)
     warmup_epochs: float = 0.0  # "cosine": epochs of linear warm-up from lr / 10
     label_smoothing: float = 0.0
+    feature_dropout: float = 0.0  # augmentation: share of feature columns dropped from each training map
+    mixup: float = 0.0  # augmentation: mixup's alpha (0 = off)
     patience: int = 0  # with validation maps: stop after this many epochs without a better one (0 = never)
 
     def __post_init__(self) -> None:
@@ -84,6 +86,8 @@ class TrainConfig:
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("feature_dropout", 0 <= self.feature_dropout < 1, "in [0, 1)"),
+            ("mixup", math.isfinite(self.mixup) and self.mixup >= 0, "a number >= 0"),
             ("patience", self.patience >= 0, "0 (never stop early) or more"),
         ]
         for name, ok, allowed in rules:
@@ -227,8 +231,9 @@ def train_head(
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         for maps, labels in loader:
-            maps = temporal_crop_batch(maps, config.temporal_crop)
-            maps, labels = maps.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            maps = feature_dropout_batch(temporal_crop_batch(maps, config.temporal_crop), config.feature_dropout)
+            maps, labels, mixed, lam = mixup_batch(maps, labels, config.mixup)
+            maps, labels, mixed = (t.to(device, non_blocking=True) for t in (maps, labels, mixed))
             optimizer.zero_grad(set_to_none=True)
             # Micro-batches: the same gradient as the whole batch (the loss is the batch
             # mean), with the activations of one micro-batch alive at a time.
@@ -237,11 +242,12 @@ def train_head(
             starts = range(0, len(labels), chunk)
             batch_loss = 0.0
             for start in starts:
-                x, y = maps[start : start + chunk], labels[start : start + chunk]
+                x, y, y2 = maps[start : start + chunk], labels[start : start + chunk], mixed[start : start + chunk]
                 last = start == starts[-1]
                 with contextlib.nullcontext() if last or forward is model else forward.no_sync():
                     scores = forward(x)
-                    loss = loss_fn(scores, y) * (len(y) / len(labels))
+                    loss = mixed_loss(loss_fn, scores, y, y2, lam)
+                    loss = loss * (len(y) / len(labels))
                     loss.backward()
                 batch_loss += loss.item()
                 correct += int((scores.argmax(1) == y).sum())
@@ -281,6 +287,11 @@ def train_head(
         history[-1]["kept"] = True
     model.eval()
     return history
+
+
+def mixed_loss(loss_fn: nn.Module, scores: torch.Tensor, y: torch.Tensor, y2: torch.Tensor, lam: float) -> torch.Tensor:
+    """The loss of a (possibly mixed-up) batch: lam of the first labels' loss, 1 - lam of the second's."""
+    return loss_fn(scores, y) if lam == 1.0 else lam * loss_fn(scores, y) + (1 - lam) * loss_fn(scores, y2)
 
 
 def _stalled(history: list[dict], best: dict | None, patience: int) -> bool:

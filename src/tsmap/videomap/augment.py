@@ -33,3 +33,25 @@ def temporal_crop_batch(maps: torch.Tensor, min_fraction: float) -> torch.Tensor
     if min_fraction >= 1:
         return maps
     return torch.stack([temporal_crop(m, min_fraction) for m in maps])
+
+
+def feature_dropout_batch(maps: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """B x T x L: each map loses a random ``p`` of its feature columns (the same columns on
+    every row, so no frame is favoured), the rest scaled by 1 / (1 - p). 0 = unchanged."""
+    if p <= 0:
+        return maps
+    keep = torch.rand(maps.shape[0], 1, maps.shape[2], generator=generator) >= p
+    return maps * keep.to(maps.dtype) / (1 - p)
+
+
+def mixup_batch(
+    maps: torch.Tensor, labels: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al., 2018): maps mixed with a shuffled copy of the batch in the
+    proportion lam ~ Beta(alpha, alpha); returns (maps, labels, shuffled labels, lam).
+    Rows are mixed row by row, so both maps' order is kept. alpha 0 = unchanged."""
+    if alpha <= 0:
+        return maps, labels, labels, 1.0
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(maps.shape[0], generator=generator)
+    return lam * maps + (1 - lam) * maps[perm], labels, labels[perm], lam
