@@ -17,7 +17,8 @@ store of the issue by default) and trains the VideoMap head (A0A1A2) on it throu
 The runs are interleaved (each variant once, then again) and the median of each variant
 is reported: training wall time, user and system CPU seconds and minor page faults of the
 training itself (the child's own getrusage around ``train_head``), the kernel's share of
-the training CPU time, faults per optimiser step, and the child's peak RSS. The whole
+the training CPU time, faults per optimiser step, the same over the epochs after the
+first ("later": the heap has grown to its peak by then), and the child's peak RSS. The whole
 child (imports, store loading) is also measured from the parent with
 ``getrusage(RUSAGE_CHILDREN)``. Figures go to benchmarks/results/allocator.json.
 """
@@ -37,7 +38,9 @@ import time
 from pathlib import Path
 
 OPT_OUT = {"TSMAP_NO_MALLOC_TUNING": "1"}
-ISSUE_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:glibc.malloc.top_pad=1073741824"
+ISSUE_TUNABLES = (
+    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:glibc.malloc.top_pad=1073741824"
+)
 PRELOADS = {
     "jemalloc": ["/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"],
     "tcmalloc": [
@@ -94,14 +97,22 @@ def child(args: argparse.Namespace) -> None:
     if args.tune == "late":
         tune_malloc()
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size)
+    # Usage at every forward pass (micro-batch), to tell the first epoch (the heap grows
+    # to its peak) from the later ones (the steady state).
+    marks: list[tuple[float, dict]] = []
+    model.register_forward_pre_hook(lambda *_: marks.append((time.perf_counter(), usage(resource.RUSAGE_SELF))))
     before, start = usage(resource.RUSAGE_SELF), time.perf_counter()
     train_head(model, data, config, show_progress=False)
-    seconds = time.perf_counter() - start
-    spent = diff(usage(resource.RUSAGE_SELF), before)
-    steps = args.epochs * math.ceil(len(data) / args.batch_size)
+    seconds, end = time.perf_counter() - start, usage(resource.RUSAGE_SELF)
+    spent = diff(end, before)
+    steps_per_epoch = math.ceil(len(data) / args.batch_size)
+    record = {"wall_s": seconds, **spent, "steps": args.epochs * steps_per_epoch}
+    if args.epochs > 1 and len(marks) % args.epochs == 0:
+        t0, first = marks[len(marks) // args.epochs]  # the first pass of epoch 2
+        later = diff(end, first) | {"wall_s": time.perf_counter() - t0}
+        record["after_first_epoch"] = later | {"steps": (args.epochs - 1) * steps_per_epoch}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    record = {"wall_s": seconds, **spent, "steps": steps, "peak_rss_mib": peak, "malloc_tuning": tuning_status()}
-    print(json.dumps(record))
+    print(json.dumps(record | {"peak_rss_mib": peak, "malloc_tuning": tuning_status()}))
 
 
 def run_child(store: Path, args: argparse.Namespace, env_add: dict, tune: str) -> dict:
@@ -116,6 +127,18 @@ def run_child(store: Path, args: argparse.Namespace, env_add: dict, tune: str) -
         raise SystemExit(f"child failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
     run = json.loads(out.stdout.strip().splitlines()[-1])
     return {"training": run, "process": whole, "load_average": list(os.getloadavg())}
+
+
+def steady(runs: list[dict]) -> dict:
+    """Medians over the epochs after the first (the heap already grown): faults a step, kernel share."""
+    later = [r["training"]["after_first_epoch"] for r in runs if "after_first_epoch" in r["training"]]
+    if not later:
+        return {}
+    return {
+        "steady_minflt_per_step": statistics.median(x["minflt"] / x["steps"] for x in later),
+        "steady_kernel_share": statistics.median(x["sys_s"] / (x["user_s"] + x["sys_s"]) for x in later),
+        "steady_s_per_step": statistics.median(x["wall_s"] / x["steps"] for x in later),
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -135,6 +158,7 @@ def summarise(runs: list[dict]) -> dict:
         "minflt": med(("training", "minflt")),
         "minflt_per_step": med(("training", "minflt")) / steps,
         "peak_rss_mib": med(("training", "peak_rss_mib")),
+        **steady(runs),
         "process_wall_s": med(("process", "wall_s")),
         "process_user_s": med(("process", "user_s")),
         "process_sys_s": med(("process", "sys_s")),
@@ -192,8 +216,8 @@ def main() -> None:
         f"{args.epochs} epochs = {steps} steps; median of {args.repeats} runs each; "
         f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    header = ["variant", "wall s", "user s", "sys s", "kernel", "faults/step", "peak MiB", "process s"]
-    print("".join(f"{h:>12}" if i else f"{h:<18}" for i, h in enumerate(header)))
+    header = ["variant", "wall s", "user s", "sys s", "kernel", "faults/step", "later", "kernel later", "peak MiB"]
+    print("".join(f"{h:>13}" if i else f"{h:<18}" for i, h in enumerate(header)))
     base = results.get("no tuning")
     for name, r in results.items():
         cells = [
@@ -203,10 +227,11 @@ def main() -> None:
             f"{r['sys_s']:.1f}",
             f"{r['kernel_share']:.0%}",
             f"{r['minflt_per_step']:,.0f}",
+            f"{r['steady_minflt_per_step']:,.0f}" if "steady_minflt_per_step" in r else "-",
+            f"{r['steady_kernel_share']:.0%}" if "steady_kernel_share" in r else "-",
             f"{r['peak_rss_mib']:.0f}",
-            f"{r['process_wall_s']:.1f}",
         ]
-        print("".join(f"{c:>12}" if i else f"{c:<18}" for i, c in enumerate(cells)))
+        print("".join(f"{c:>13}" if i else f"{c:<18}" for i, c in enumerate(cells)))
     if base:
         for name, r in results.items():
             if name != "no tuning":

@@ -1,6 +1,7 @@
 """End-to-end extraction frames/s next to the bare backbone forward and an eager loop, in one run.
 
     python benchmarks/extract.py [--videos 48] [--frames 64] [--image-size 224] [--engine auto]
+                                 [--background-load N]
 
 Generates demo videos (or reads --video-root), then measures
   backbone    FrameEncoder.encode on frames already in memory (the ceiling)
@@ -10,11 +11,20 @@ Generates demo videos (or reads --video-root), then measures
               batches of 32, eager forward of the same network without channels_last
 and prints frames/s with ratios; also the process's peak memory. Figures go to
 benchmarks/results/extract.json.
+
+``--background-load N`` first starts N busy processes of its own (plain Python spin
+loops, each in a session of its own as a job from another terminal would be, bounded by
+``--background-seconds`` and killed at the end), so that every path above is measured
+on cores shared with them; the figures then go to benchmarks/results/extract_loadN.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +38,7 @@ from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import FrameGeometry, uniform_indices
 from tsmap.frames.efficientnet_lite import load_pretrained_lite0
 from tsmap.frames.encoder import FrameEncoder
+from tsmap.frames.onnx_runtime import busy_cores_of_others, usable_cores
 from tsmap.videomap.extract import extract_clips, extraction_settings
 from tsmap.videomap.store import VideoMapStore
 
@@ -72,6 +83,27 @@ def eager_loop_fps(paths: list[Path], frames: int, size: int, resize: int, batch
     return count / (time.perf_counter() - start)
 
 
+SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextlib.contextmanager
+def background_load(processes: int, seconds: float):
+    """``processes`` busy Python loops for the duration of the block (each stops by itself after ``seconds``)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=seconds)], start_new_session=True)
+        for _ in range(processes)
+    ]
+    try:
+        if procs:
+            time.sleep(0.5)  # let them start spinning
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
 def peak_rss_mib() -> float:
     import resource
 
@@ -88,9 +120,15 @@ def main() -> None:
     parser.add_argument("--engine", default="auto", help="auto, torch or onnx (see tsmap extract). Default: auto")
     parser.add_argument("--decode-workers", type=int, default=2, help="decoding threads. Default: 2 (tsmap's)")
     parser.add_argument("--no-eager", action="store_true", help="skip the eager-loop baseline")
+    parser.add_argument(
+        "--background-load", type=int, default=0, metavar="N", help="busy processes competing for the cores. Default: 0"
+    )
+    parser.add_argument(
+        "--background-seconds", type=float, default=900, help="longest the busy processes run. Default: 900"
+    )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, background_load(args.background_load, args.background_seconds):
         root = args.video_root
         if root is None:
             per_class = max(1, args.videos // 12)
@@ -101,6 +139,8 @@ def main() -> None:
             root = generate_demo_dataset(Path(tmp) / "videos", config)
         dataset = folder_dataset(root)
         clips = dataset.clips()
+        load_start = list(os.getloadavg())
+        busy = busy_cores_of_others()
         encoder = FrameEncoder(batch_size=args.batch_size, engine=args.engine, image_size=args.image_size)
         geometry = FrameGeometry(args.image_size, max(args.image_size, round(args.image_size * 256 / 224)))
         backbone = bare_backbone_fps(encoder, args.image_size, frames=min(len(clips) * args.frames, 512))
@@ -115,6 +155,7 @@ def main() -> None:
         if not args.no_eager:
             paths = [root / c.key for c in clips][: max(4, len(clips) // 4)]  # the slow path: a quarter
             eager = eager_loop_fps(paths, args.frames, geometry.size, geometry.resize)
+        load_end = list(os.getloadavg())
 
     # ConvNet inputs per second: the same as map rows/s unless videos shorter than T repeat frames.
     end_to_end = summary.encoded / summary.seconds
@@ -125,6 +166,11 @@ def main() -> None:
     print(
         f"EfficientNet-Lite0 at {args.image_size} px on {encoder.engine}, batch {args.batch_size}, "
         f"T = {args.frames}, {len(clips)} videos, {torch.get_num_threads()} threads; peak memory {peak:.0f} MiB"
+    )
+    print(
+        f"{args.background_load} busy background process(es); {busy:.2f} of {usable_cores()} cores busy with other "
+        f"processes when the engine started; load average {load_start[0]:.2f} at the start, "
+        f"{load_end[0]:.2f} at the end"
     )
     print(f"{'path':<30}{'frames/s':>10}{'x backbone':>12}{'x eager':>10}")
     for name, fps in rows:
@@ -140,8 +186,11 @@ def main() -> None:
         "end_to_end_over_backbone": end_to_end / backbone,
         "end_to_end_over_eager": end_to_end / eager if eager else None,
         "peak_rss_mib": peak,
+        "cores_busy_with_others_at_start": busy,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
     }
-    save_results("extract", record)
+    save_results(f"extract_load{args.background_load}" if args.background_load else "extract", record)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tsmap.data.datasets import Clip, DatasetError, VideoDataset, folder_dataset, list_dataset, open_dataset
+from tsmap.data.datasets import (
+    Clip,
+    DatasetError,
+    VideoDataset,
+    dataset_from_spec,
+    folder_dataset,
+    list_dataset,
+    open_dataset,
+)
 
 
 def touch(root: Path, *keys: str) -> None:
@@ -199,7 +207,10 @@ def test_empty_lists(videos, tmp_path):
     train = write(tmp_path / "train.txt", "a/one.mp4 0")
     ds = list_dataset(videos, train, empty)
     assert ds.splits == {"train": [Clip("a/one.mp4", 0)], "test": []}
-    assert ds.problems == [f"{empty.resolve()} lists no videos"]
+    assert ds.problems == [
+        f"{empty.resolve()} lists no videos",
+        "the train split has videos of one class only (0); a classifier needs at least 2 classes to learn anything",
+    ]
 
 
 # --- list: problems that do not stop the dataset --------------------------------------------
@@ -238,7 +249,7 @@ def test_duplicates_overlap_and_missing_videos_are_reported(videos, tmp_path):
 
 
 @pytest.mark.parametrize("with_classes", [False, True])
-def test_open_dataset_rebuilds_a_list_dataset(videos, tmp_path, monkeypatch, with_classes):
+def test_dataset_from_spec_rebuilds_a_list_dataset(videos, tmp_path, monkeypatch, with_classes):
     monkeypatch.chdir(tmp_path)
     classes = write(tmp_path / "classes.txt", "run", "walk") if with_classes else None
     write(tmp_path / "train.txt", "a/one.mp4 0", "b/three.avi 1", "a/one.mp4 0", "missing.mp4 1")
@@ -247,7 +258,7 @@ def test_open_dataset_rebuilds_a_list_dataset(videos, tmp_path, monkeypatch, wit
     ds = list_dataset("videos", "train.txt", "test.txt", "classes.txt" if classes else None)
     spec = json.loads(json.dumps(ds.spec))
     monkeypatch.chdir(videos)
-    again = open_dataset(spec)
+    again = dataset_from_spec(spec)
     assert isinstance(again, VideoDataset) and again == ds
     assert again.classes == (["run", "walk"] if with_classes else ["0", "1"])
     assert again.clips() == ds.clips() and len(again.problems) == 3
@@ -264,7 +275,7 @@ def test_folder_dataset_reports_empty_class_and_keeps_it(tmp_path):
     assert {c.label for c in ds.clips()} == {0, 2}
     assert len(ds.clips()) == 5
     assert ds.problems == [f"class b has no videos in {root.resolve() / 'b'}"]
-    assert open_dataset(ds.spec) == ds
+    assert dataset_from_spec(ds.spec) == ds
 
 
 def test_folder_lists_duplicates_overlap_missing(tmp_path):
@@ -285,7 +296,7 @@ def test_folder_lists_duplicates_overlap_missing(tmp_path):
         f"{r / 'train.txt'}:5: 'a/2.mp4' is also in the test list ({r / 'test.txt'}:1); dropped from train",
         f"{r / 'train.txt'}: 1 listed videos do not exist, e.g. {r / 'b/gone.mp4'}",
     ]
-    assert open_dataset(ds.spec) == ds
+    assert dataset_from_spec(ds.spec) == ds
 
 
 def test_folder_with_only_one_list_reports_it_is_ignored(tmp_path):
@@ -313,3 +324,111 @@ def test_problems_default_keeps_old_constructors():
     ds = VideoDataset(Path("/x"), ["a"], {"train": [Clip("a/1.mp4", 0)]})
     assert ds.problems == [] and ds.spec == {}
     assert VideoDataset(Path("/x"), ["a"], {}, {"kind": "folder"}).problems == []
+
+
+# --- folder: names with spaces, links, folders, one class (issue 13) -------------------------
+
+
+def test_folder_lists_take_the_whole_line_and_accept_a_trailing_label(tmp_path):
+    root = tmp_path / "videos"
+    touch(root, "a/1.mp4", "a/2.mp4", "b/spaces ünï cödé.mp4", "b/x.mp4", "b/7 3.mp4")
+    write(root / "train.txt", "b/spaces ünï cödé.mp4", "a/1.mp4 0", "b/7 3.mp4")
+    write(root / "test.txt", "  a/2.mp4  ", "b/x.mp4")
+    ds = folder_dataset(root)
+    assert ds.splits["train"] == [Clip("a/1.mp4", 0), Clip("b/7 3.mp4", 1), Clip("b/spaces ünï cödé.mp4", 1)]
+    assert ds.splits["test"] == [Clip("a/2.mp4", 0), Clip("b/x.mp4", 1)]
+    assert ds.problems == [] and ds.seeded is None
+
+
+def test_folder_reports_broken_links_link_loops_and_folders_named_as_videos(tmp_path):
+    root = tmp_path / "videos"
+    touch(root, "a/1.mp4", "a/2.mp4", "b/1.mp4", "b/2.mp4")
+    (root / "a" / "dangling.mp4").symlink_to(root / "a" / "nowhere.mp4")
+    (root / "a" / "loop.mp4").symlink_to(root / "a" / "loop.mp4")
+    (root / "b" / "folder.mp4").mkdir()
+    (root / "c").symlink_to(tmp_path / "gone")
+    r = root.resolve()
+    ds = folder_dataset(root)
+    assert [c.key for c in ds.clips()] == ["a/1.mp4", "a/2.mp4", "b/1.mp4", "b/2.mp4"]
+    assert ds.classes == ["a", "b"]
+    assert ds.problems == [
+        f"{r / 'c'}: broken symbolic link (its target {tmp_path / 'gone'} does not exist); not used as a class folder",
+        f"{r / 'a/dangling.mp4'}: broken symbolic link (its target {root / 'a/nowhere.mp4'} does not exist); skipped",
+        f"{r / 'a/loop.mp4'}: symbolic link loop (the link leads back to itself); skipped",
+        f"{r / 'b/folder.mp4'}: is a folder, not a video file; skipped",
+    ]
+    # Listed in train.txt / test.txt, each is named with its line and what it is.
+    write(root / "train.txt", "a/1.mp4", "b/folder.mp4", "a/loop.mp4", "b/gone.mp4")
+    write(root / "test.txt", "a/2.mp4", "b/2.mp4")
+    listed = [p for p in folder_dataset(root).problems if "train.txt" in p]
+    assert listed == [
+        f"{r / 'train.txt'}: 1 listed videos do not exist, e.g. {r / 'b/gone.mp4'}",
+        f"{r / 'train.txt'}:2: {r / 'b/folder.mp4'}: is a folder, not a video file",
+        f"{r / 'train.txt'}:3: {r / 'a/loop.mp4'}: symbolic link loop (the link leads back to itself)",
+    ]
+
+
+def test_a_folder_named_as_a_video_fails_as_a_folder(tmp_path):
+    from tsmap.data.video import FrameGeometry, VideoError, read_distinct_frames
+
+    (tmp_path / "clip.mp4").mkdir()
+    with pytest.raises(VideoError, match="is a folder, not a video file"):
+        read_distinct_frames(tmp_path / "clip.mp4", 8, FrameGeometry(64, 64))
+
+
+def test_a_train_split_of_one_class_is_reported(tmp_path):
+    root = tmp_path / "videos"
+    touch(root, "a/1.mp4", "a/2.mp4", "a/3.mp4", "b/1.mp4")
+    problem = (
+        "the train split has videos of one class only (a); a classifier needs at least 2 classes to learn anything"
+    )
+    write(root / "train.txt", "a/1.mp4", "a/2.mp4")
+    write(root / "test.txt", "a/3.mp4", "b/1.mp4")
+    assert folder_dataset(root).problems == [problem]
+    (root / "train.txt").unlink()
+    assert problem not in folder_dataset(root, test_fraction=0.0).problems
+    one = tmp_path / "one"
+    touch(one, "a/1.mp4", "a/2.mp4")
+    assert folder_dataset(one).problems == [problem]
+
+
+# --- one dispatcher --------------------------------------------------------------------------
+
+
+def test_open_dataset_is_the_one_dispatcher_and_its_errors_name_no_flags(videos, tmp_path):
+    train = write(tmp_path / "train.txt", "a/one.mp4 0", "b/three.avi 1")
+    test = write(tmp_path / "test.txt", "a/two.mp4 0")
+    ds = open_dataset("list", videos, train_list=train, test_list=test)
+    assert ds == list_dataset(videos, train, test) and dataset_from_spec(ds.spec) == ds
+    assert open_dataset("folder", videos, split=2) == folder_dataset(videos)  # split: official kinds only
+    for kind, options, reason in [
+        ("list", {"train_list": train}, "a list dataset needs both list files"),
+        ("hmdb51", {}, "a hmdb51 dataset needs the folder of its official split files"),
+        ("nope", {}, "unknown dataset kind 'nope'; the kinds are folder, list, hmdb51, ucf101"),
+    ]:
+        with pytest.raises(DatasetError, match=reason) as err:
+            open_dataset(kind, videos, **options)
+        assert "--" not in str(err.value)
+    with pytest.raises(DatasetError, match="a dataset spec names its kind and root"):
+        dataset_from_spec({"kind": "folder"})
+
+
+def test_a_recorded_split_keeps_class_indices_and_splits(tmp_path):
+    from tsmap.data.datasets import apply_recorded_split, split_record
+
+    root = tmp_path / "videos"
+    touch(root, "b/1.mp4", "b/2.mp4", "c/1.mp4", "c/2.mp4")
+    record = split_record(folder_dataset(root, test_fraction=0.5))
+    touch(root, "a/1.mp4", "a/2.mp4", "b/3.mp4")  # a new class sorts first; b gains a video
+    now = folder_dataset(root, test_fraction=0.5)
+    assert now.classes == ["a", "b", "c"]
+    kept = apply_recorded_split(now, record, add_new=False)
+    assert kept.classes == ["b", "c"]
+    assert {s: [c.key for c in kept.splits[s]] for s in ("train", "test")} == {s: record[s] for s in ("train", "test")}
+    assert any("3 videos in" in p and "came after its split was recorded" in p for p in kept.problems)
+    grown = apply_recorded_split(now, record)
+    assert grown.classes == ["b", "c", "a"]  # old indices kept, the new class appended
+    assert {c.key: c.label for c in grown.clips()}["a/1.mp4"] == 2
+    for split in ("train", "test"):
+        assert set(record[split]) <= {c.key for c in grown.splits[split]}
+    assert split_record(grown)["classes"] == ["b", "c", "a"]

@@ -18,8 +18,8 @@ from tsmap.evaluation.explain import (
     mass_share,
     rows_in_interval,
 )
-from tsmap.evaluation.report import localization
 from tsmap.heads.videomap_head import VideoMapHead
+from tsmap.report.analysis import localization
 from tsmap.training import TrainConfig, seed_everything, train_head
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import VideoMapStore

@@ -12,23 +12,25 @@ from conftest import TINY_MAPS
 
 from tsmap import steps
 from tsmap.cli import main
+from tsmap.cli.explain import add_parser as add_explain_parser
+from tsmap.cli.explain import run as cmd_explain
+from tsmap.cli.report import add_parser as add_report_parser
+from tsmap.cli.report import run as cmd_report
 from tsmap.data.datasets import Clip, DatasetError
-from tsmap.evaluation.report import (
+from tsmap.heads.ablation_heads import AlexNetHead, LSTMHead, OneLayerHead
+from tsmap.heads.checkpoint import load_head, save_head
+from tsmap.report import ReportOptions
+from tsmap.report.analysis import confusion_groups, failure_cases
+from tsmap.report.density import RowSubset
+from tsmap.report.experiments import (
     DESIGNS,
     TABLE_II,
     TABLE_III,
-    ReportOptions,
-    RowSubset,
     balanced_subset,
-    confusion_groups,
-    failure_cases,
     spread,
     train_or_reuse,
     within_spread,
 )
-from tsmap.heads.ablation_heads import AlexNetHead, LSTMHead, OneLayerHead
-from tsmap.heads.checkpoint import load_head, save_head
-from tsmap.report_cli import add_explain_parser, add_report_parser, cmd_explain, cmd_report
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import StoreError, VideoMapStore
 

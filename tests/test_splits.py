@@ -311,3 +311,21 @@ def test_ucf101_duplicate_after_case_resolution(tmp_path):
     with pytest.raises(DatasetError, match="already listed") as err:
         ucf101_dataset(root, folder, 1)
     assert "testlist01.txt:2:" in str(err.value) and "trainlist01.txt:3" in str(err.value)
+
+
+def test_the_split_readers_do_not_import_the_dataset_module():
+    """No import cycle: splits and datasets share tsmap.data.clips; only datasets imports splits."""
+    import subprocess
+    import sys
+
+    code = "import sys, tsmap.data.splits; print('tsmap.data.datasets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_split_files_with_a_byte_order_mark_are_read(tmp_path):
+    folder = tmp_path / "splits"
+    shutil.copytree(UCF_FIX, folder)
+    index = folder / "classInd.txt"
+    index.write_bytes(b"\xef\xbb\xbf" + index.read_bytes())
+    assert ucf101_dataset(NO_ROOT, folder, 1).classes == ucf101_dataset(NO_ROOT, UCF_FIX, 1).classes

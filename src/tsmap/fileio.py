@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import random
@@ -83,7 +84,11 @@ def write_json(path: Path | str, data: object) -> None:
 
 
 def save_numpy(path: Path | str, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+    # Serialised in memory first: np.save reports a short write without an errno, which
+    # would hide a full disk; a plain write of the bytes raises ENOSPC itself.
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_torch(obj: object, path: Path | str) -> None:

@@ -14,8 +14,9 @@ itself: glibc reads it once, before ``main``):
 
   * ``M_MMAP_THRESHOLD`` 1 GiB: activations come from the heap, not from fresh mappings
     (setting it also turns the dynamic threshold off);
-  * ``M_TRIM_THRESHOLD`` 2 GiB - 1 (the largest ``int``): freed memory at the top of the
-    heap stays with the process for the next step instead of going back to the kernel;
+  * ``M_TRIM_THRESHOLD`` -1 (trimming off, as ``man mallopt`` documents): freed memory at
+    the top of the heap stays with the process for the next step instead of going back
+    to the kernel;
   * ``M_TOP_PAD`` 64 MiB: the heap grows in steps of at least that much (fewer ``brk``
     calls; untouched pages cost nothing).
 
@@ -44,7 +45,7 @@ M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 
 MMAP_THRESHOLD = 1 << 30
-TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+TRIM_THRESHOLD = -1  # never trim (glibc reads it as the largest size_t)
 TOP_PAD = 64 << 20
 
 _USER_MALLOC_ENV = (

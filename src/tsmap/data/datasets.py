@@ -2,12 +2,17 @@
 
 A dataset is described by a small JSON-able ``spec`` (kind, root, options) that the
 VideoMap store keeps, so ``tsmap train --store S`` finds the labels again without the
-user repeating where the videos are.
+user repeating where the videos are. ``open_dataset(kind, root, ...)`` is the one place
+that maps a kind to its reader; ``dataset_from_spec(spec)`` opens what a store recorded.
 
 Kinds:
 - ``folder``: ``root/<class>/<video>``. Train/test lists come from ``root/train.txt``
-  and ``root/test.txt`` (one relative path a line) when present, else from a seeded
-  stratified split (``test_fraction`` of each class goes to test).
+  and ``root/test.txt`` (one relative path a line, taken whole, so names may hold spaces;
+  a trailing integer label, as in UCF101's lists, is accepted and ignored) when both are
+  present, else from a seeded stratified split (``test_fraction`` of each class goes to
+  test). A store records a seeded split once, at its first extraction (``split_record``,
+  ``apply_recorded_split``): adding videos later never moves one between train and test
+  (train.txt and test.txt, if both appear later, take over).
 - ``list``: two list files in the mmaction2 style, one ``<path> <label>`` a line, with
   ``<path>`` relative to ``root`` (split on the last whitespace, so paths may hold spaces)
   and ``<label>`` either an integer class index or a class name (one kind per dataset).
@@ -15,84 +20,53 @@ Kinds:
   classes file (one name a line, line 1 = class 0); without one, integer labels give classes
   ``"0"`` .. ``"<max>"`` and name labels the sorted names found in both lists. Videos may
   lie anywhere under ``root``: no ``<class>/`` folder is needed.
+- ``hmdb51``, ``ucf101``: the official split files (``tsmap.data.splits``).
 
 Only the lists and folders are read, never the videos. What should not stop a dataset but
 deserves a look (a video listed twice, a video in both train and test, an empty class
-folder, listed videos that do not exist) is collected, one line each, in
-``VideoDataset.problems``. A video in both train and test is dropped from train, so test
-figures stay honest; listed videos that do not exist stay in the dataset, and extraction
-reports them as failures.
+folder, listed videos that do not exist or are folders, broken symbolic links, a train
+split with fewer than 2 classes) is collected, one line each, in ``VideoDataset.problems``.
+A video in both train and test is dropped from train, so test figures stay honest; listed
+videos that do not exist stay in the dataset, and extraction reports them as failures.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from tsmap.data.video import VIDEO_EXTENSIONS
+from tsmap.data.clips import FEW_CLASSES, SPLIT_NAMES, Clip, DatasetError, VideoDataset, class_problems, text_lines
+from tsmap.data.splits import OFFICIAL_SPLITS, official_dataset
+from tsmap.data.video import VIDEO_EXTENSIONS, why_not_a_file
 
+__all__ = [
+    "DATASET_KINDS",
+    "OFFICIAL_KINDS",
+    "OFFICIAL_SPLITS",
+    "SPLIT_NAMES",
+    "Clip",
+    "DatasetError",
+    "VideoDataset",
+    "apply_recorded_split",
+    "dataset_for_extraction",
+    "dataset_from_spec",
+    "folder_dataset",
+    "list_dataset",
+    "official_dataset",
+    "open_dataset",
+    "split_record",
+]
 
-class DatasetError(Exception):
-    """A dataset that cannot be read: missing folder, malformed list file, ..."""
-
-
-@dataclass(frozen=True)
-class Clip:
-    key: str  # path relative to the dataset root, POSIX separators
-    label: int
-
-
-@dataclass
-class VideoDataset:
-    root: Path
-    classes: list[str]
-    splits: dict[str, list[Clip]]
-    spec: dict = field(default_factory=dict)
-    # Readable lines about things that did not stop the dataset (duplicates, train/test
-    # overlap, empty classes, missing videos), each naming the file it is about.
-    problems: list[str] = field(default_factory=list)
-
-    def clips(self, split: str | None = None) -> list[Clip]:
-        """Clips of one split, or every clip once (in a stable order) when None."""
-        if split is not None:
-            if split not in self.splits:
-                raise DatasetError(f"no split {split!r}; this dataset has {', '.join(self.splits)}")
-            return self.splits[split]
-        seen: dict[str, Clip] = {}
-        for clips in self.splits.values():
-            for clip in clips:
-                seen.setdefault(clip.key, clip)
-        return sorted(seen.values(), key=lambda c: c.key)
-
-
-SPLIT_NAMES = ("train", "test")
+OFFICIAL_KINDS = ("hmdb51", "ucf101")
+DATASET_KINDS = ("folder", "list", *OFFICIAL_KINDS)
 _INTEGER = re.compile(r"-?[0-9]+")
-_MAX_NAMED = 5  # class names shown in one problem line before "... N in all"
-
-
-def _video_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+_MAX_NAMED = 5  # names shown in one problem line before "... N in all"
 
 
 def _file(path: Path | str) -> Path:
     return Path(path).expanduser().resolve()
-
-
-def _text_lines(path: Path, what: str, skip_comments: bool = True) -> list[tuple[int, str]]:
-    """(line number, stripped text) of each line that is not blank (nor a ``#`` comment)."""
-    if not path.is_file():
-        raise DatasetError(f"{what} {path} does not exist")
-    try:
-        # Iterating the file (not str.splitlines) keeps line numbers right if a line holds a
-        # stray \f or \x1c; utf-8-sig drops the BOM some editors write.
-        with path.open(encoding="utf-8-sig") as f:
-            lines = [(lineno, raw.strip()) for lineno, raw in enumerate(f, start=1)]
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e})") from e
-    return [(n, line) for n, line in lines if line and not (skip_comments and line.startswith("#"))]
 
 
 def _relative_key(text: str, where: str, root: Path) -> str:
@@ -117,7 +91,7 @@ def _finish_splits(
 ) -> dict[str, list[Clip]]:
     """Splits from (clip, line number) entries of list files: duplicates in a file are dropped
     (the first line is kept), a video in both train and test is dropped from train, and listed
-    videos that do not exist are counted; each is reported in ``problems``."""
+    videos that do not exist (or are not files) are counted; each is reported in ``problems``."""
     kept: dict[str, dict[str, tuple[Clip, int]]] = {}
     for split, path in files.items():
         first: dict[str, tuple[Clip, int]] = {}
@@ -141,19 +115,49 @@ def _finish_splits(
                 f"({files['test']}:{test[key][1]}); dropped from train"
             )
     for split, path in files.items():
-        missing = [key for key in kept[split] if not (root / key).is_file()]
+        unusable = [(key, why_not_a_file(root / key)) for key in kept[split] if not (root / key).is_file()]
+        missing = [key for key, why in unusable if why == "file not found"]
         if missing:
             problems.append(f"{path}: {len(missing)} listed videos do not exist, e.g. {root / missing[0]}")
+        for key, why in [(k, w) for k, w in unusable if w != "file not found"][:_MAX_NAMED]:
+            problems.append(f"{path}:{kept[split][key][1]}: {root / key}: {why}")
+        others = sum(why != "file not found" for _, why in unusable)
+        if others > _MAX_NAMED:
+            problems.append(f"{path}: {others} listed videos are not files in all ({_MAX_NAMED} shown)")
     return {split: sorted((c for c, _ in kept[split].values()), key=lambda c: c.key) for split in files}
 
 
 # -- folder ----------------------------------------------------------------------
+def _folder_entries(folder: Path, problems: list[str]) -> list[str]:
+    """Names of the video files in ``folder``; entries with a video extension that are not
+    files (a folder, a broken symbolic link, a link loop) are reported and skipped."""
+    names = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            continue
+        if path.is_file():
+            names.append(path.name)
+        else:
+            problems.append(f"{path}: {why_not_a_file(path)}; skipped")
+    return names
+
+
+def _folder_list_key(line: str, where: str, root: Path) -> tuple[str, str]:
+    """(key, path as written) of a line of a folder's train.txt / test.txt: the whole line is
+    the path; a trailing integer label is dropped when only the path without it exists."""
+    text = line
+    fields = line.rsplit(None, 1)
+    if len(fields) == 2 and _INTEGER.fullmatch(fields[1]) and not (root / line).exists():
+        if (root / fields[0]).exists():
+            text = fields[0]
+    return _relative_key(text, where, root), text
+
+
 def _read_folder_list(path: Path, class_index: dict[str, int], root: Path) -> list[tuple[Clip, int]]:
     entries = []
-    for lineno, line in _text_lines(path, "list file"):
+    for lineno, line in text_lines(path, "list file", skip_comments=True):
         where = f"{path}:{lineno}"
-        text = line.split()[0]
-        key = _relative_key(text, where, root)
+        key, text = _folder_list_key(line, where, root)
         cls = key.split("/")[0]
         if "/" not in key or cls not in class_index:
             raise DatasetError(f"{where}: {text!r} is not <class>/<video> with a class folder under {root}")
@@ -161,40 +165,150 @@ def _read_folder_list(path: Path, class_index: dict[str, int], root: Path) -> li
     return entries
 
 
+def _seeded_split(
+    names: dict[str, list[str]], index: dict[str, int], test_fraction: float, seed: int
+) -> dict[str, list[Clip]]:
+    """A stratified split drawn with ``seed``: ``test_fraction`` of each class's videos (rounded)
+    go to test. ``names`` maps each class, in class order, to its video file names."""
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list[Clip]] = {"train": [], "test": []}
+    for c, files in names.items():
+        order = rng.permutation(len(files))
+        n_test = int(round(test_fraction * len(files)))
+        for rank, i in enumerate(order):
+            splits["test" if rank < n_test else "train"].append(Clip(f"{c}/{files[i]}", index[c]))
+    return {k: sorted(v, key=lambda c: c.key) for k, v in splits.items()}
+
+
 def folder_dataset(root: Path | str, test_fraction: float = 0.3, seed: int = 0) -> VideoDataset:
     root = _file(root)
     if not root.is_dir():
         raise DatasetError(f"video folder {root} does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    problems: list[str] = []
+    classes = []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            classes.append(path.name)
+        elif path.is_symlink() and not path.exists():  # a class folder whose link broke
+            problems.append(f"{path}: {why_not_a_file(path)}; not used as a class folder")
     if not classes:
         raise DatasetError(f"{root} has no class folders (expected {root}/<class>/<video>)")
     index = {c: i for i, c in enumerate(classes)}
     spec = {"kind": "folder", "root": str(root), "test_fraction": test_fraction, "seed": seed}
-    videos = {c: _video_files(root / c) for c in classes}
+    videos = {c: _folder_entries(root / c, problems) for c in classes}
     # An empty class stays a class, so class indices (and trained heads) do not shift.
-    problems = [f"class {c} has no videos in {root / c}" for c in classes if not videos[c]]
+    problems[:0] = [f"class {c} has no videos in {root / c}" for c in classes if not videos[c]]
     lists = {split: root / f"{split}.txt" for split in SPLIT_NAMES}
     present = [p for p in lists.values() if p.is_file()]
     if len(present) == len(lists):
         entries = {split: _read_folder_list(p, index, root) for split, p in lists.items()}
         splits = _finish_splits(root, lists, entries, classes, problems)
+        problems += class_problems(classes, splits)
         return VideoDataset(root, classes, splits, spec, problems)
     if present:
         absent = next(p for p in lists.values() if not p.is_file())
         problems.append(f"{present[0]} is ignored because {absent} does not exist; using a seeded split")
-    rng = np.random.default_rng(seed)
-    splits = {"train": [], "test": []}
-    for c in classes:
-        files = videos[c]
-        order = rng.permutation(len(files))
-        n_test = int(round(test_fraction * len(files)))
-        for rank, i in enumerate(order):
-            clip = Clip(f"{c}/{files[i].name}", index[c])
-            splits["test" if rank < n_test else "train"].append(clip)
-    if not any(splits.values()):
+    if not any(videos.values()):
         raise DatasetError(f"{root} has class folders but no videos ({', '.join(VIDEO_EXTENSIONS)})")
-    splits = {k: sorted(v, key=lambda c: c.key) for k, v in splits.items()}
-    return VideoDataset(root, classes, splits, spec, problems)
+    splits = _seeded_split(videos, index, test_fraction, seed)
+    problems += class_problems(classes, splits)
+    seeded = {"seed": seed, "test_fraction": test_fraction}
+    return VideoDataset(root, classes, splits, spec, problems, seeded)
+
+
+# -- a seeded split, recorded once -------------------------------------------------
+SPLIT_RECORD_FORMAT = 1
+
+
+def split_record(dataset: VideoDataset) -> dict:
+    """What a store keeps of a seeded split (JSON): the rule, the classes in index order and
+    the keys of each split. ``apply_recorded_split`` gives the dataset back from it."""
+    if dataset.seeded is None:
+        raise ValueError("only a seeded split is recorded; list files give the others")
+    return {
+        "format": SPLIT_RECORD_FORMAT,
+        "seed": dataset.seeded["seed"],
+        "test_fraction": dataset.seeded["test_fraction"],
+        "classes": list(dataset.classes),
+        **{split: [c.key for c in dataset.splits[split]] for split in SPLIT_NAMES},
+    }
+
+
+def _check_record(record: dict) -> None:
+    ok = (
+        isinstance(record, dict)
+        and record.get("format") == SPLIT_RECORD_FORMAT
+        and isinstance(record.get("classes"), list)
+        and all(isinstance(record.get(s), list) for s in SPLIT_NAMES)
+        and all(isinstance(k, str) and "/" in k for s in SPLIT_NAMES for k in record[s])
+    )
+    if not ok:
+        raise DatasetError(f"a recorded split must be a split_record of format {SPLIT_RECORD_FORMAT}")
+
+
+def apply_recorded_split(dataset: VideoDataset, record: dict, add_new: bool = True) -> VideoDataset:
+    """``dataset`` (a seeded folder split) with the split ``record`` holds: every recorded
+    video keeps its split, and its class its index, whatever the folder holds now.
+
+    Recorded videos that are no longer in the folder stay (their maps may be in a store).
+    With ``add_new``, videos the record does not know are drawn to train/test by the
+    recorded rule (seed and test fraction, stratified, among the new videos only) and new
+    class folders get the next class indices; without it they are left out (no map of them
+    can exist yet). Each of these is reported in ``problems``.
+    """
+    if dataset.seeded is None:
+        raise ValueError("a recorded split applies to a seeded split only")
+    _check_record(record)
+    seed, fraction = record["seed"], record["test_fraction"]
+    classes = list(record["classes"])
+    for key in (k for s in SPLIT_NAMES for k in record[s]):
+        if key.split("/")[0] not in classes:
+            classes.append(key.split("/")[0])
+    problems = [p for p in dataset.problems if not p.startswith(FEW_CLASSES)]
+    recorded = {key for s in SPLIT_NAMES for key in record[s]}
+    now = {c.key for c in dataset.clips()}
+    new = sorted(now - recorded)
+    if add_new:
+        classes += [c for c in dataset.classes if c not in classes]
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {s: [Clip(k, index[k.split("/")[0]]) for k in record[s]] for s in SPLIT_NAMES}
+    if dataset.seeded != {"seed": seed, "test_fraction": fraction}:
+        asked = dataset.seeded
+        problems.append(
+            f"the split of {dataset.root} was recorded at the first extraction with test fraction {fraction} "
+            f"and seed {seed}; it is kept (asked: test fraction {asked['test_fraction']}, seed {asked['seed']}); "
+            "use a new store for another split"
+        )
+    gone = sorted(recorded - now)
+    if gone:
+        problems.append(
+            f"{len(gone)} videos of the recorded split are no longer in {dataset.root}: {_name_some(gone)}; "
+            "they keep their place in the split (and their VideoMaps, if mapped)"
+        )
+    if new and add_new:
+        names: dict[str, list[str]] = {c: [] for c in classes}
+        for key in new:
+            cls, name = key.split("/", 1)
+            names[cls].append(name)
+        drawn = _seeded_split(names, index, fraction, seed)
+        where = {c.key: s for s in SPLIT_NAMES for c in drawn[s]}
+        for s in SPLIT_NAMES:
+            splits[s] += drawn[s]
+        problems.append(
+            f"{len(new)} new videos in {dataset.root} since its split was recorded, added by the recorded rule "
+            f"(the others keep their split): {_name_some([f'{k} ({where[k]})' for k in new])}"
+        )
+    elif new:
+        problems.append(
+            f"{len(new)} videos in {dataset.root} came after its split was recorded and are not in it "
+            f"({_name_some(new)}); extract again to map them and add them"
+        )
+    splits = {s: sorted(v, key=lambda c: c.key) for s, v in splits.items()}
+    problems += class_problems(classes, splits)
+    spec = {**dataset.spec, "test_fraction": fraction, "seed": seed}
+    return VideoDataset(dataset.root, classes, splits, spec, problems, {"seed": seed, "test_fraction": fraction})
 
 
 # -- list ------------------------------------------------------------------------
@@ -203,7 +317,7 @@ def _read_classes_file(path: Path) -> list[str]:
     inside would shift every class after it."""
     if not path.is_file():
         raise DatasetError(f"classes file {path} does not exist")
-    lines = _text_lines(path, "classes file", skip_comments=False)
+    lines = text_lines(path, "classes file")
     classes: dict[str, int] = {}
     for expected, (lineno, name) in enumerate(lines, start=1):
         if lineno != expected:
@@ -219,7 +333,7 @@ def _read_classes_file(path: Path) -> list[str]:
 def _read_label_list(path: Path, root: Path) -> list[tuple[int, str, str]]:
     """(line number, clip key, label as written) of each entry of a ``<path> <label>`` list."""
     entries = []
-    for lineno, line in _text_lines(path, "list file"):
+    for lineno, line in text_lines(path, "list file", skip_comments=True):
         where = f"{path}:{lineno}"
         fields = line.rsplit(None, 1)
         if len(fields) != 2:
@@ -298,6 +412,7 @@ def list_dataset(
         for split in SPLIT_NAMES
     }
     splits = _finish_splits(root, files, entries, classes, problems)
+    problems += class_problems(classes, splits)
     used = {c.label for clips in splits.values() for c in clips}
     unused = [name for i, name in enumerate(classes) if i not in used]
     if unused:
@@ -312,36 +427,59 @@ def list_dataset(
     return VideoDataset(root, classes, splits, spec, problems)
 
 
-# -- official --------------------------------------------------------------------
-OFFICIAL_KINDS = ("hmdb51", "ucf101")
+# -- one dispatcher ---------------------------------------------------------------
+def open_dataset(
+    kind: str,
+    root: Path | str,
+    *,
+    splits_dir: Path | str | None = None,
+    split: int | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    train_list: Path | str | None = None,
+    test_list: Path | str | None = None,
+    classes_file: Path | str | None = None,
+) -> VideoDataset:
+    """The dataset of ``kind`` (folder, list, hmdb51, ucf101) whose videos are under ``root``.
 
+    - folder: ``test_fraction`` and ``seed`` make the split when the folder has no
+      train.txt / test.txt;
+    - list: ``train_list`` and ``test_list`` (``<path> <label>`` lines), ``classes_file``;
+    - hmdb51, ucf101: ``splits_dir`` holds the official split files; ``split`` (1, 2, 3)
+      picks one, None gives every clip of the three splits as one split "all" (what
+      extraction maps once and all splits then share).
 
-def official_dataset(kind: str, root: Path | str, splits_dir: Path | str, split: int | None) -> VideoDataset:
-    """HMDB51 or UCF101 with official split 1, 2 or 3; ``split=None`` gives every clip of
-    the three splits (what extraction maps once and all splits then share)."""
-    from tsmap.data import splits as official
-
-    read = {"hmdb51": official.hmdb51_dataset, "ucf101": official.ucf101_dataset}[kind]
-    if split is not None:
-        return read(root, splits_dir, split)
-    parts = [read(root, splits_dir, s) for s in official.OFFICIAL_SPLITS]
-    union = {c.key: c for part in parts for c in part.clips()}
-    spec = {k: v for k, v in parts[0].spec.items() if k != "split"}
-    problems = list(dict.fromkeys(p for part in parts for p in part.problems))
-    all_clips = sorted(union.values(), key=lambda c: c.key)
-    return VideoDataset(parts[0].root, parts[0].classes, {"all": all_clips}, spec, problems)
-
-
-def open_dataset(spec: dict, split: int | None = None) -> VideoDataset:
-    """Rebuild a dataset from the spec a store recorded (``split``: official datasets only)."""
-    kind = spec.get("kind")
+    ``split`` is ignored by the other kinds (they have one train/test split).
+    """
     if kind == "folder":
-        return folder_dataset(spec["root"], spec.get("test_fraction", 0.3), spec.get("seed", 0))
+        return folder_dataset(root, test_fraction=test_fraction, seed=seed)
     if kind == "list":
-        return list_dataset(spec["root"], spec["train_list"], spec["test_list"], spec.get("classes_file"))
+        if train_list is None or test_list is None:
+            raise DatasetError("a list dataset needs both list files, train and test ('<path> <label>' lines)")
+        return list_dataset(root, train_list, test_list, classes_file)
     if kind in OFFICIAL_KINDS:
-        return official_dataset(kind, spec["root"], spec["splits_dir"], split if split is not None else 1)
-    raise DatasetError(f"unknown dataset kind {kind!r} in spec {spec}")
+        if splits_dir is None:
+            raise DatasetError(f"a {kind} dataset needs the folder of its official split files")
+        return official_dataset(kind, root, splits_dir, split)
+    raise DatasetError(f"unknown dataset kind {kind!r}; the kinds are {', '.join(DATASET_KINDS)}")
+
+
+def dataset_from_spec(spec: dict, split: int | None = None, recorded_split: dict | None = None) -> VideoDataset:
+    """The dataset a store recorded (its ``spec``). ``split``: the official split to use
+    (1 when None); ``recorded_split``: the seeded split a store recorded (``split_record``),
+    which a folder without train.txt / test.txt keeps (see ``apply_recorded_split``)."""
+    if not isinstance(spec, dict) or "kind" not in spec or "root" not in spec:
+        raise DatasetError(f"a dataset spec names its kind and root; got {spec!r}")
+    kind = spec["kind"]
+    options = {k: spec[k] for k in ("splits_dir", "test_fraction", "seed", "train_list", "test_list") if k in spec}
+    if spec.get("classes_file") is not None:
+        options["classes_file"] = spec["classes_file"]
+    if kind in OFFICIAL_KINDS:
+        options["split"] = split if split is not None else 1
+    dataset = open_dataset(kind, spec["root"], **options)
+    if recorded_split is not None and dataset.seeded is not None:
+        dataset = apply_recorded_split(dataset, recorded_split, add_new=False)
+    return dataset
 
 
 def dataset_for_extraction(
@@ -355,17 +493,20 @@ def dataset_for_extraction(
     classes_file: Path | None = None,
     split: int | None = None,
 ) -> VideoDataset:
-    """Every video of the dataset, whatever its split: one store serves all splits.
-
-    ``split`` (official datasets): only that split's clips, as train and test.
-    """
-    if kind == "folder":
-        return folder_dataset(videos, test_fraction=test_fraction, seed=seed)
-    if kind == "list":
-        if train_list is None or test_list is None:
-            raise DatasetError("--dataset list needs --train-list and --test-list ('<path> <label>' lines)")
-        return list_dataset(videos, train_list, test_list, classes_file)
-    if splits_dir is None:
+    """The CLI's old entry, kept while it moves to ``open_dataset``: the same dataset, with
+    errors about missing options worded for the command line."""
+    if kind == "list" and (train_list is None or test_list is None):
+        raise DatasetError("--dataset list needs --train-list and --test-list ('<path> <label>' lines)")
+    if kind in OFFICIAL_KINDS and splits_dir is None:
         raise DatasetError(f"--dataset {kind} needs --splits (the folder of the official split files)")
-    return official_dataset(kind, videos, splits_dir, split)
-
+    return open_dataset(
+        kind,
+        videos,
+        splits_dir=splits_dir,
+        split=split,
+        test_fraction=test_fraction,
+        seed=seed,
+        train_list=train_list,
+        test_list=test_list,
+        classes_file=classes_file,
+    )

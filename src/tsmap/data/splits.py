@@ -1,6 +1,6 @@
 """Readers for the official HMDB51 and UCF101 train/test split files.
 
-Both return a :class:`~tsmap.data.datasets.VideoDataset` whose clip keys are
+Both return a :class:`~tsmap.data.clips.VideoDataset` whose clip keys are
 ``<class folder>/<file>`` relative to the video root, with splits ``train`` and ``test``.
 
 - HMDB51 (``testTrainMulti_7030_splits``): one ``<class>_test_split{1,2,3}.txt`` per class
@@ -14,10 +14,9 @@ Only the lists are read: whether the videos exist is reported later, by extracti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-from tsmap.data.datasets import Clip, DatasetError, VideoDataset
+from tsmap.data.clips import Clip, DatasetError, VideoDataset, class_problems, text_lines
 
 OFFICIAL_SPLITS = (1, 2, 3)
 HMDB_SPLIT_IDS = {1: "train", 2: "test"}  # 0 = not used by this split
@@ -37,20 +36,9 @@ def _splits_folder(splits_dir: Path | str) -> Path:
     return folder
 
 
-def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _lines(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, whitespace-separated fields) of each non-blank line."""
-    if not path.is_file():
-        raise DatasetError(f"split file {path} does not exist")
-    try:
-        # Universal newlines: the UCF101 lists end their lines with CRLF. Iterating the file
-        # (not str.splitlines) keeps line numbers right if a line holds a stray \f or \x1c.
-        with path.open(encoding="utf-8") as f:
-            for lineno, raw in enumerate(f, start=1):
-                fields = raw.split()
-                if fields:
-                    yield lineno, fields
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e})") from e
+    return [(lineno, line.split()) for lineno, line in text_lines(path, "split file")]
 
 
 def _add(seen: dict[str, str], key: str, where: str) -> None:
@@ -104,7 +92,7 @@ def hmdb51_dataset(root: Path | str, splits_dir: Path | str, split: int) -> Vide
             if mark != "0":
                 splits[HMDB_SPLIT_IDS[int(mark)]].append(Clip(key, label))
     splits = {name: sorted(clips, key=lambda c: c.key) for name, clips in splits.items()}
-    return VideoDataset(root, classes, splits, _spec("hmdb51", root, folder, split))
+    return VideoDataset(root, classes, splits, _spec("hmdb51", root, folder, split), class_problems(classes, splits))
 
 
 def _check_class_list(path: Path, classes: list[str]) -> None:
@@ -218,4 +206,21 @@ def ucf101_dataset(root: Path | str, splits_dir: Path | str, split: int) -> Vide
         _add(seen, key, where)
         splits["test"].append(Clip(key, label))
     splits = {name: sorted(clips, key=lambda c: c.key) for name, clips in splits.items()}
-    return VideoDataset(root, classes, splits, _spec("ucf101", root, folder, split))
+    return VideoDataset(root, classes, splits, _spec("ucf101", root, folder, split), class_problems(classes, splits))
+
+
+def official_dataset(kind: str, root: Path | str, splits_dir: Path | str, split: int | None) -> VideoDataset:
+    """HMDB51 or UCF101 with official split 1, 2 or 3; ``split=None`` gives every clip of
+    the three splits as one split "all" (what extraction maps once and all splits then share)."""
+    readers = {"hmdb51": hmdb51_dataset, "ucf101": ucf101_dataset}
+    if kind not in readers:
+        raise DatasetError(f"{kind!r} is not an official dataset; those are {', '.join(readers)}")
+    read = readers[kind]
+    if split is not None:
+        return read(root, splits_dir, split)
+    parts = [read(root, splits_dir, s) for s in OFFICIAL_SPLITS]
+    union = {c.key: c for part in parts for c in part.clips()}
+    spec = {k: v for k, v in parts[0].spec.items() if k != "split"}
+    problems = list(dict.fromkeys(p for part in parts for p in part.problems))
+    all_clips = sorted(union.values(), key=lambda c: c.key)
+    return VideoDataset(parts[0].root, parts[0].classes, {"all": all_clips}, spec, problems)

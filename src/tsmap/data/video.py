@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,23 @@ class VideoError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def why_not_a_file(path: Path) -> str:
+    """Why ``path``, named as a video, is not a file that can be read: a folder, a broken
+    symbolic link, a link loop, or nothing there at all ("file not found")."""
+    if path.is_dir():
+        return "is a folder, not a video file"
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop (the link leads back to itself)"
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    if path.exists():
+        return "not a regular file"
+    return "file not found"
 
 
 def uniform_indices(num_frames: int, num_samples: int) -> np.ndarray:
@@ -131,7 +150,7 @@ def decode_sampled(
     """
     path = Path(path)
     if not path.is_file():
-        raise VideoError(path, "file not found")
+        raise VideoError(path, why_not_a_file(path))
     hint = frame_count_hint(path)
     frames, count = _decode(path, wanted_for(hint) if hint > 0 else (), convert)
     if count == 0:

@@ -220,3 +220,111 @@ def describe_shares(shares: dict, start: int, end: int) -> str:
     if shares["attention_share"] is not None:
         text += f", {pct(shares['attention_share'])} of the attention"
     return text
+
+
+# -- one video, end to end (`tsmap explain`) -----------------------------------------------
+@dataclass
+class Explainer:
+    """A run's VideoMap head, ready to explain videos: the head, its classes, and the
+    frame ConvNet that maps videos the way its training maps were made."""
+
+    model: VideoMapHead
+    classes: list[str]
+    settings: object  # tsmap.videomap.settings.MapSettings
+    encoder: object  # tsmap.frames.encoder.FrameEncoder
+    checkpoint: Path
+
+    def class_index(self, name: str | None) -> int | None:
+        """The index of class ``name`` (None: the predicted class); a DatasetError for an unknown one."""
+        if name is None:
+            return None
+        if name not in self.classes:
+            from tsmap.data.datasets import DatasetError
+
+            raise DatasetError(f"unknown class {name!r}; the run's classes are {', '.join(self.classes)}")
+        return self.classes.index(name)
+
+
+def load_explainer(run_dir: Path, device: str = "cpu") -> Explainer:
+    """The VideoMap head of ``run_dir/videomap.pt`` and its frame ConvNet (RGB runs only)."""
+    from tsmap.heads.checkpoint import CheckpointError, load_head
+    from tsmap.videomap.extract import encoder_for_store
+    from tsmap.videomap.settings import MapSettings
+    from tsmap.videomap.store import StoreError
+
+    path = Path(run_dir) / "videomap.pt"
+    model, meta = load_head(path, device)
+    if not isinstance(model, VideoMapHead):
+        raise CheckpointError(f"{path} is not a VideoMap head")
+    settings = MapSettings.from_dict(meta["store_settings"])
+    if settings.stream != "rgb":
+        raise StoreError(f"{path} was trained on {settings.stream} maps; explain reads RGB frames")
+    return Explainer(model, list(meta["classes"]), settings, encoder_for_store(settings, device), path)
+
+
+def explain_video(
+    video: Path,
+    run: Path | Explainer,
+    out_dir: Path | None = None,
+    target: str | None = None,
+    layer: str = "conv3",
+    action: tuple[int, int] | None = None,
+    frames_shown: int = 8,
+    device: str = "cpu",
+) -> dict:
+    """Fig. 8 for one video: writes ``out_dir/<video>.png`` and ``out_dir/<video>.json``, returns the numbers.
+
+    ``run`` is a run folder (its ``videomap.pt``) or an ``Explainer`` loaded once for
+    several videos; ``out_dir`` defaults to RUN/explain. ``target`` is the class whose
+    Grad-CAM is shown (default: the predicted one); ``action`` the action's frames
+    [start, end) (default: from a ``dataset.json`` above the video, the demo's, else none).
+    The result holds the top-5 classes, the attention and Grad-CAM per row, with an
+    interval their shares on it (and ``"summary"``, one line saying so), and the paths
+    written (``"figure"``, ``"numbers"``).
+    """
+    from tsmap.data.video import read_distinct_frames
+    from tsmap.fileio import write_json
+    from tsmap.videomap.extract import videomap_from_frames
+
+    explainer = run if isinstance(run, Explainer) else load_explainer(Path(run), device)
+    index = explainer.class_index(target)
+    out_dir = Path(out_dir) if out_dir is not None else explainer.checkpoint.parent / "explain"
+    video = Path(video)
+    s = explainer.settings
+    distinct, sample, count = read_distinct_frames(video, s.frames, s.geometry)
+    videomap = torch.from_numpy(videomap_from_frames(distinct, explainer.encoder, sample))[None]
+    frames = distinct[sample]
+    ex = explain_maps(explainer.model, videomap, None if index is None else torch.tensor([index]), layer=layer)
+    rows = head_row_frames(count, videomap.shape[1], explainer.model.num_frames)
+    iv = ActionInterval(action[0], action[1], count) if action is not None else find_action_interval(video)
+    probs = ex.probs[0]
+    top = np.argsort(-probs, kind="stable")[:5]
+    classes = explainer.classes
+    result: dict = {
+        "video": str(video),
+        "frames": count,
+        "top5": [[classes[k], float(probs[k])] for k in top],
+        "explained_class": classes[int(ex.target[0])],
+        "grad_cam_layer": layer,
+        "row_frames": rows.tolist(),
+        "attention": None if ex.attention is None else ex.attention[0].tolist(),
+        "grad_cam": ex.grad_cam[0].tolist(),
+    }
+    title = (
+        f"{video.name}: predicted {classes[top[0]]} ({probs[top[0]]:.0%}); "
+        f"Grad-CAM ({layer}) of {result['explained_class']}"
+    )
+    summary = None
+    if iv is not None:
+        shares = interval_shares(ex, 0, rows, iv.start, iv.end, count)
+        result["action"] = [iv.start, iv.end]
+        result.update(shares)
+        summary = describe_shares(shares, iv.start, iv.end)
+        title += "\n" + summary
+    shown = uniform_indices(len(frames), frames_shown)
+    ids = uniform_indices(count, len(frames))[shown].tolist()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = plot_explained(ex, frames[shown], ids, rows, count, out_dir / f"{video.stem}.png", title, iv)
+    numbers = out_dir / f"{video.stem}.json"
+    write_json(numbers, result)
+    return result | {"summary": summary, "figure": str(png), "numbers": str(numbers)}

@@ -172,6 +172,9 @@ def build_backbone(name: str, stream: str = "rgb", weights: Path | str | None = 
             model.load_state_dict(obj["backbone_state"], strict=True)
         except RuntimeError as exc:
             raise BackboneError(f"{path} does not fit {name}: {exc}") from exc
+        # What it was fine-tuned on ({dataset, split, videos, digest}; None from an older
+        # tsmap), for FrameEncoder.trained_on: see tsmap.finetune.provenance.
+        model.trained_on = obj.get("trained_on")
         return model.eval(), f"finetuned {label}"
     if name in LITE_CLASSES:
         raise BackboneError(

@@ -81,7 +81,9 @@ class FrameEncoder:
     ``stream`` is "rgb" (uint8 N x H x W x 3 frames) or "flow" (uint8 N x H x W x 10 flow
     stacks, cross-modality initialised ConvNet; see the module docstring).
     ``weights`` is a checkpoint file (see ``build_backbone``); ``self.weights`` labels
-    the weights in use, with the file's hash.
+    the weights in use, with the file's hash. ``self.trained_on``: for a ``tsmap finetune``
+    checkpoint, what it was fine-tuned on (``{"dataset", "split", "videos", "digest"}``,
+    see ``tsmap.finetune.provenance``); None for weights that record no training set.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class FrameEncoder:
         self.device = torch.device(device)
         self.batch_size = batch_size
         model, self.weights = build_backbone(backbone, stream, weights)
+        self.trained_on: dict | None = getattr(model, "trained_on", None)
         self.weights_file = None if weights is None else str(Path(weights).resolve())
         self.in_channels = FLOW_CHANNELS if stream == "flow" else 3
         self.model: nn.Module = fold_for_inference(model).to(self.device)

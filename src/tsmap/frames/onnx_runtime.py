@@ -36,6 +36,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -91,6 +92,63 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+# -- cores shared with other processes -------------------------------------------------
+BUSY_SAMPLE_S = 0.1  # how long free_cores watches the CPUs
+BUSY_CACHE_S = 5.0  # sessions made within this long of a sample reuse it
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, all) clock ticks since boot of the CPUs this process may run on, from /proc/stat.
+
+    Busy counts user, nice, system, irq, softirq and steal (a hypervisor's other guests).
+    """
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        with open("/proc/stat") as f:
+            busy = total = 0
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] in cpus:
+                    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+                    total += sum(ticks)
+                    busy += sum(ticks) - ticks[3] - ticks[4]
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (busy, total) if total else None
+
+
+_busy_sample: tuple[float, float] | None = None  # (time.monotonic() of the sample, cores busy)
+
+
+def busy_cores_of_others(sample_s: float = BUSY_SAMPLE_S) -> float:
+    """Cores of this process's CPUs that other processes keep busy now (0.0 where unknown).
+
+    Watches /proc/stat for ``sample_s`` and takes away this process's own CPU time over
+    the same interval (all its threads). Unlike the load average, which trails a new job
+    by about a minute and counts this process's own threads, it sees the machine as it is.
+    """
+    global _busy_sample
+    now = time.monotonic()
+    if _busy_sample is not None and now - _busy_sample[0] < BUSY_CACHE_S:
+        return _busy_sample[1]
+    first, own = _cpu_ticks(), time.process_time()
+    if first is None:
+        return 0.0
+    time.sleep(sample_s)
+    second, own = _cpu_ticks(), time.process_time() - own
+    if second is None or second[1] <= first[1]:
+        return 0.0
+    own_ticks = own * os.sysconf("SC_CLK_TCK")
+    busy = max(0.0, (second[0] - first[0] - own_ticks) / (second[1] - first[1]) * usable_cores())
+    _busy_sample = (now, busy)
+    return busy
+
+
+def free_cores() -> int:
+    """Usable cores less those other processes keep busy, rounded, at least 1."""
+    return max(1, math.floor(usable_cores() - busy_cores_of_others() + 0.5))
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -316,8 +374,14 @@ def make_session(data: bytes, threads: int | None = None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or usable_cores()
+    # Threads for the cores other processes leave free, and no busy-waiting: ORT's threads
+    # otherwise spin between ops for cycles that this process's decode threads (and other
+    # processes) need; measured in benchmarks/extract.py --background-load.
+    options.intra_op_num_threads = threads or free_cores()
     options.inter_op_num_threads = 1
+    spin = os.environ.get("TSMAP_ORT_SPINNING", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])

@@ -13,6 +13,7 @@ from tsmap.data.datasets import DatasetError, VideoDataset
 from tsmap.evaluation.metrics import confusion_matrix, per_class_accuracy, summarize
 from tsmap.evaluation.plots import plot_confusion
 from tsmap.fileio import atomic_write_text, folder_lock, save_numpy, write_json
+from tsmap.finetune.provenance import check_store
 from tsmap.heads.checkpoint import load_head
 from tsmap.steps.common import HEAD_LABELS, HEADS, SCORES_KEYS_FILE, fits_in_memory, resolve_device, store_dataset
 from tsmap.training import score_maps
@@ -58,6 +59,7 @@ def evaluate(
     """
     device = resolve_device(device)
     dataset = store_dataset(store, official_split)
+    check_store(store, dataset)  # a fine-tuned ConvNet must not have seen this split's test videos
     found = [k for k in HEADS if (run_dir / f"{k}.pt").is_file()]
     if not found:
         raise FileNotFoundError(f"no trained head in {run_dir} (expected {' or '.join(f'{k}.pt' for k in HEADS)})")

@@ -10,7 +10,7 @@ import numpy as np
 from tsmap.evaluation.fusion import TSN_WEIGHTS, FusionError, fuse_runs
 from tsmap.evaluation.metrics import confusion_matrix
 from tsmap.evaluation.plots import plot_confusion
-from tsmap.fileio import write_json
+from tsmap.fileio import save_numpy, write_json
 from tsmap.steps.common import HEADS, SCORES_KEYS_FILE
 from tsmap.steps.evaluate import group_accuracies, write_confusion_csv
 
@@ -31,6 +31,30 @@ def _read_run(run_dir: Path) -> tuple[dict, dict]:
         return json.loads(results_path.read_text()), json.loads(keys_path.read_text())
     except json.JSONDecodeError as exc:
         raise FusionError(f"{run_dir}: unreadable results ({exc})") from exc
+
+
+def _head(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def _read_scores(path: Path, run: Path) -> np.ndarray:
+    """A run's score matrix, or a FusionError naming the file (truncated, empty, not a score matrix)."""
+    try:
+        scores = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, PermissionError):
+            why = "permission denied"
+        elif path.stat().st_size == 0:
+            why = "an empty file"
+        elif _head(path, 6) != b"\x93NUMPY":
+            why = "not a NumPy .npy file"
+        else:
+            why = f"truncated or damaged: {exc}"
+        raise FusionError(f"{path} is not a readable score file ({why}); run `tsmap evaluate` on {run} again") from exc
+    if not isinstance(scores, np.ndarray) or scores.ndim != 2 or not np.issubdtype(scores.dtype, np.number):
+        raise FusionError(f"{path} is not a score matrix (videos x classes); run `tsmap evaluate` on {run} again")
+    return scores
 
 
 def fuse(
@@ -60,7 +84,6 @@ def fuse(
     heads = [k for k in HEADS if k in rgb_results["heads"] and k in flow_results["heads"]]
     if not heads:
         raise FusionError(f"{rgb_run} and {flow_run} have no evaluated head in common")
-    out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict = {
         "runs": {"rgb": str(rgb_run), "flow": str(flow_run)},
         "weights": {"rgb": weights[0], "flow": weights[1]},
@@ -70,13 +93,15 @@ def fuse(
         "classes": rgb_keys["classes"],
         "heads": {},
     }
+    # Every score file is read and fused before anything is written: a bad one leaves OUT as it was.
+    fused_heads = {}
     for head in heads:
         scores = []
         for run in (rgb_run, flow_run):
             path = run / f"scores_{head}.npy"
             if not path.is_file():
                 raise FusionError(f"{path} is missing: run `tsmap evaluate` on {run} again")
-            scores.append(np.load(path, allow_pickle=False))
+            scores.append(_read_scores(path, run))
         fused = fuse_runs(
             scores,
             [rgb_keys["keys"], flow_keys["keys"]],
@@ -90,7 +115,10 @@ def fuse(
             for name, values in zip(("rgb", "flow", "fusion"), [*fused["streams"], fused["fused"]], strict=True):
                 fused["figures"][name] |= group_accuracies(values, fused["labels"], groups)
         summary["heads"][head] = fused["figures"]
-        np.save(out_dir / f"scores_fusion_{head}.npy", fused["fused"])
+        fused_heads[head] = fused
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for head, fused in fused_heads.items():
+        save_numpy(out_dir / f"scores_fusion_{head}.npy", fused["fused"])
         if head == "videomap":
             cm = confusion_matrix(fused["fused"].argmax(1), fused["labels"], len(rgb_keys["classes"]))
             write_confusion_csv(out_dir / "confusion_fusion_videomap.csv", cm, rgb_keys["classes"])
@@ -104,5 +132,3 @@ def fuse(
     write_json(out_dir / SCORES_KEYS_FILE, {**rgb_keys})
     write_json(out_dir / "fusion.json", summary)
     return summary
-
-

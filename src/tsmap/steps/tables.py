@@ -1,14 +1,34 @@
-"""Tables printed by the commands: figures of a run, of several splits, of a fusion."""
+"""What the commands print: an extraction's summary, figures of a run, of several splits, of a fusion."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tsmap.steps.common import HEAD_LABELS
+
+if TYPE_CHECKING:
+    from tsmap.videomap.extract import ExtractionSummary
+    from tsmap.videomap.store import VideoMapStore
 
 GROUP_COLUMNS = {
     "order_pairs_top1": "order pairs top-1",
     "motion_pairs_top1": "motion pairs top-1",
     "appearance_top1": "appearance top-1",
 }
+
+
+def format_extraction(summary: ExtractionSummary, store: VideoMapStore) -> str:
+    """One line of counts, speed and size, then one line per failed video and where they are listed."""
+    size = sum(p.stat().st_size for p in store.maps_dir.rglob("*.npy")) if store.maps_dir.is_dir() else 0
+    lines = [
+        f"extraction: {summary.done} mapped, {summary.skipped} already in the store, {len(summary.failed)} failed; "
+        f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} {store.map_settings.unit}/s on {summary.engine}); "
+        f"store {store.root} is {size / 2**20:.1f} MiB"
+    ]
+    lines += [f"  failed: {key}: {reason}" for key, reason in summary.failed.items()]
+    if summary.failed:
+        lines.append(f"  (listed in {store.root / 'failures.jsonl'})")
+    return "\n".join(lines)
 
 
 def format_table(results: dict) -> str:
@@ -24,7 +44,6 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-
 def format_splits_table(summary: dict) -> str:
     splits = summary["splits"]
     width = max(len(HEAD_LABELS[k]) for k in summary["heads"]) + 2
@@ -38,7 +57,6 @@ def format_splits_table(summary: dict) -> str:
         ]
         lines.append(f"{HEAD_LABELS[kind]:<{width}}" + "".join(f"{c:>16.1f}%" for c in cells))
     return "\n".join(lines)
-
 
 
 def format_fusion_table(summary: dict) -> str:
@@ -67,5 +85,3 @@ def format_fusion_groups(summary: dict, head: str = "videomap") -> str:
         cells = "".join(f"{v * 100:>19.1f}%" if v is not None else f"{'-':>20}" for v in values)
         lines.append(f"{label:<{width}}{cells}")
     return "\n".join(lines)
-
-

@@ -12,6 +12,7 @@ from tsmap import distributed
 from tsmap.data.datasets import DatasetError
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation, clips_digest
 from tsmap.fileio import folder_lock, seed_everything
+from tsmap.finetune.provenance import check_store
 from tsmap.heads import create_head
 from tsmap.heads.checkpoint import load_head, save_head
 from tsmap.steps.common import fits_in_memory, resolve_device, store_dataset
@@ -47,6 +48,7 @@ def train(
     """
     device = resolve_device(device)
     dataset = store_dataset(store, official_split)
+    check_store(store, dataset)  # a fine-tuned ConvNet must not have seen this split's test videos
     train_clips, val_clips = carve_validation(dataset.clips(split), val_fraction, val_seed)
     budget = int(memory_budget_gib * 2**30)
     in_memory = fits_in_memory(store, len(train_clips) + len(val_clips), budget)

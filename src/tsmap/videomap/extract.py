@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tsmap.data.datasets import Clip
+from tsmap.data.clips import Clip
 from tsmap.data.video import FrameGeometry, VideoError, read_distinct_frames
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_distinct_flow_stacks
+from tsmap.frames.onnx_runtime import free_cores
 from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore
 
@@ -143,6 +144,7 @@ class ExtractionSummary:
     encoded: int = 0  # distinct frames (or flow stacks) through the ConvNet: fewer when videos are shorter than T
     seconds: float = 0.0
     engine: str = ""  # what ran the frame ConvNet (torch / onnx)
+    notes: list[str] = field(default_factory=list)  # what the user should know (new videos, remapped ones)
 
     @property
     def frames_per_second(self) -> float:
@@ -186,6 +188,9 @@ def extract_clips(
 ) -> ExtractionSummary:
     """Map every clip not yet in ``store``; bad videos are recorded and skipped (or, strict, fatal).
 
+    A write that fails (disk full, read-only store) is no bad video: its ``WriteError``
+    stops the extraction at once, leaving the maps written so far and no temporary file.
+
     ``forget_failures`` drops earlier failures of the videos mapped now; shards running
     side by side leave that to one process at the end, as it rewrites the failures file.
     With ``flow`` (and a flow encoder), rows are flow stacks instead of frames.
@@ -198,6 +203,10 @@ def extract_clips(
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=desc, unit="video", disable=not show_progress, dynamic_ncols=True)
     done_keys: set[str] = set()
+    # No more decode threads than the cores other processes leave free: on a shared
+    # machine the extra ones only take turns with the ConvNet's threads, which
+    # make_session fits to the same free cores (benchmarks/extract.py --background-load).
+    decode_workers = max(1, min(decode_workers, free_cores()))
     with ThreadPoolExecutor(max_workers=decode_workers) as pool:
         pending: deque[tuple[Clip, Future]] = deque()
         queue = iter(todo)
@@ -224,6 +233,8 @@ def extract_clips(
                     bar.update(1)
                     continue
                 store.write(clip.key, videomap_from_frames(frames, encoder, rows))
+                # What the map was made from, so a replaced video is never served this map.
+                store.record_source(clip.key, video_root / clip.key)
                 done_keys.add(clip.key)
                 summary.done += 1
                 summary.frames += num_frames
@@ -235,6 +246,7 @@ def extract_clips(
                 future.cancel()
             bar.close()
             summary.seconds = time.perf_counter() - start
-            if done_keys and forget_failures:
+            # Also when nothing was mapped: a rerun that fails a video again keeps one line for it.
+            if forget_failures and (done_keys or summary.failed):
                 store.clear_failures(done_keys)
     return summary

@@ -7,27 +7,83 @@ Layout::
       maps/<video key>.npy  one map per video; the key is the video's path relative
                             to the dataset root, so every split reads the same store
       failures.jsonl        videos that could not be mapped, one JSON line each
+      sources.jsonl         what each map was made from: the video's size, mtime and a
+                            quick content digest (one JSON line a map; the latest wins)
+      split.json            a seeded train/test split, drawn once at the first
+                            extraction (folder datasets without train.txt / test.txt)
+      .tsmap.lock           held by the extraction that writes the store
 
 A map is written to a temporary file in the same folder, flushed to disk and then
 renamed into place, so an entry either exists whole or not at all: a run killed at any
 moment leaves nothing half-written that a reader could pick up. Rerunning extraction
-skips every key whose ``.npy`` exists. Maps are read memory-mapped, so a store larger
-than memory can feed training.
+skips every key whose ``.npy`` exists, once the video's file is checked against the
+record of what its map was made from (``verify_sources``): a replaced video, or a store
+pointed at another dataset whose videos share names, is never silently served an old map.
+Maps are read memory-mapped, so a store larger than memory can feed training.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from tsmap.fileio import TMP_MARK, atomic_write_bytes, remove_temporaries, save_numpy, write_json
+from tsmap.fileio import (
+    TMP_MARK,
+    WriteError,
+    atomic_write_text,
+    describe_os_error,
+    remove_temporaries,
+    save_numpy,
+    write_json,
+)
 from tsmap.videomap.settings import STORE_FORMAT, MapSettings
 
 SETTINGS_FILE = "store.json"
 FAILURES_FILE = "failures.jsonl"
+SOURCES_FILE = "sources.jsonl"
+SPLIT_FILE = "split.json"
+DIGEST_BYTES = 64 * 1024  # read at each end of a video for its content digest
+_LISTED = 5  # changed videos named in an error before "... and N more"
+
+
+def content_digest(path: Path, size: int | None = None) -> str:
+    """A quick digest of a video file: SHA-1 of its size and its first and last 64 KiB
+    (the whole file when smaller than 128 KiB). A copy keeps it, whatever its mtime."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size if size is None else size
+        h = hashlib.sha1(str(size).encode())
+        h.update(f.read(DIGEST_BYTES))
+        if size > DIGEST_BYTES:
+            f.seek(max(DIGEST_BYTES, size - DIGEST_BYTES))
+            h.update(f.read(DIGEST_BYTES))
+    return "sha1:" + h.hexdigest()
+
+
+def fingerprint(path: Path) -> dict:
+    """What identifies a video file: size, mtime (ns) and content digest."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": content_digest(path, st.st_size)}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file; a torn or foreign line is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("video"), str):
+            out.append(item)
+    return out
 
 
 class StoreError(Exception):
@@ -113,6 +169,30 @@ class VideoMapStore:
         write_json(root / SETTINGS_FILE, store.settings)
         return store
 
+    def update_source(self, source: dict) -> None:
+        """Record where the videos are now (a dataset moved, or its spec changed)."""
+        if source and source != self.map_settings.source:
+            self.map_settings = self.map_settings.with_(source=dict(source))
+            write_json(self.root / SETTINGS_FILE, self.settings)
+
+    # -- the recorded split ------------------------------------------------------
+    def recorded_split(self) -> dict | None:
+        """The seeded split recorded at the first extraction (``split.json``), or None."""
+        path = self.root / SPLIT_FILE
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(record, dict) or not all(isinstance(record.get(s), list) for s in ("train", "test")):
+            raise StoreError(f"{path} is not a recorded split (no train and test lists)")
+        return record
+
+    def record_split(self, record: dict) -> None:
+        if record != self.recorded_split():
+            write_json(self.root / SPLIT_FILE, record)
+
     # -- entries -------------------------------------------------------------
     @property
     def num_frames(self) -> int:
@@ -151,6 +231,10 @@ class VideoMapStore:
             raise StoreError(f"{path} has shape {arr.shape}, store expects {(self.num_frames, self.feature_dim)}")
         return arr
 
+    def discard(self, key: str) -> None:
+        """Remove the map of ``key`` (to map its video again)."""
+        self.path_of(key).unlink(missing_ok=True)
+
     def keys(self) -> Iterator[str]:
         if not self.maps_dir.is_dir():
             return
@@ -162,29 +246,105 @@ class VideoMapStore:
         """Delete temporary files left by killed runs (call when no other writer runs)."""
         return remove_temporaries(self.maps_dir, recursive=True) + remove_temporaries(self.root)
 
+    # -- appending one line -----------------------------------------------------------
+    def _append(self, name: str, item: dict) -> None:
+        """Append one JSON line with a single write (O_APPEND), so ranks writing side by side
+        never interleave within a line; a killed or failed write leaves at most one torn
+        line, which readers skip. A full disk raises WriteError."""
+        data = (json.dumps(item) + "\n").encode()
+        try:
+            fd = os.open(self.root / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise WriteError(exc.errno, describe_os_error(exc, self.root)) from exc
+
+    def _rewrite(self, name: str, items: Iterable[dict]) -> None:
+        atomic_write_text(self.root / name, "".join(json.dumps(item) + "\n" for item in items))
+
     # -- failures ------------------------------------------------------------
     def record_failure(self, key: str, reason: str) -> None:
-        line = json.dumps({"video": key, "reason": reason}) + "\n"
-        # One short append per failure: a killed run can at worst leave one partial
-        # last line, which ``failures`` skips.
-        with open(self.root / FAILURES_FILE, "a") as f:
-            f.write(line)
-            f.flush()
+        self._append(FAILURES_FILE, {"video": key, "reason": reason})
 
     def failures(self) -> dict[str, str]:
-        path = self.root / FAILURES_FILE
-        out: dict[str, str] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    item = json.loads(line)
-                    out[item["video"]] = item["reason"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
-        return out
+        """The latest reason of each video that could not be mapped."""
+        return {item["video"]: str(item.get("reason")) for item in _jsonl(self.root / FAILURES_FILE)}
 
     def clear_failures(self, keys: set[str]) -> None:
-        """Forget failures of videos that have since been mapped."""
+        """Forget failures of videos that have since been mapped, and keep one line per
+        video (its latest reason): a rerun that fails a video again adds no duplicate."""
+        path = self.root / FAILURES_FILE
+        if not path.is_file():
+            return
+        items = _jsonl(path)
         kept = {k: r for k, r in self.failures().items() if k not in keys}
-        body = "".join(json.dumps({"video": k, "reason": r}) + "\n" for k, r in kept.items())
-        atomic_write_bytes(self.root / FAILURES_FILE, body.encode())
+        if len(kept) == len(items) == len(path.read_text(errors="replace").splitlines()):
+            return  # nothing to forget, no duplicate, no torn line
+        self._rewrite(FAILURES_FILE, ({"video": k, "reason": r} for k, r in kept.items()))
+
+    # -- what each map was made from -------------------------------------------------
+    def sources(self) -> dict[str, dict]:
+        """The latest record of each mapped video's file (size, mtime_ns, digest)."""
+        return {item["video"]: item for item in _jsonl(self.root / SOURCES_FILE)}
+
+    def record_source(self, key: str, path: Path, record: dict | None = None) -> None:
+        """Record what the map of ``key`` was made from: ``path``'s fingerprint (or ``record``).
+        A video that cannot be read now (gone since it was decoded) gets no record: the next
+        extraction records it."""
+        if record is None:
+            try:
+                record = fingerprint(path)
+            except OSError:
+                return
+        self._append(SOURCES_FILE, {"video": key, **record})
+
+    def compact_sources(self) -> None:
+        """Rewrite sources.jsonl with one line per video when records were superseded."""
+        path = self.root / SOURCES_FILE
+        if not path.is_file():
+            return
+        latest = self.sources()
+        if len(latest) != len(path.read_text(errors="replace").splitlines()):
+            self._rewrite(SOURCES_FILE, latest.values())
+
+    def verify_sources(self, video_root: Path, keys: Iterable[str]) -> list[tuple[str, str]]:
+        """(key, what differs) for each mapped key whose video under ``video_root`` is not the
+        file its map was made from (another size, or the same size but another content digest).
+
+        Same size and mtime counts as the same file without reading it; otherwise the digest
+        decides, so a copy (new mtime, same bytes) is recognised and its record refreshed.
+        Maps without a record (stores from before records) get one now; keys whose video is
+        gone are left alone (their maps are kept).
+        """
+        records = self.sources()
+        changed = []
+        for key in keys:
+            path = video_root / key
+            if not self.has(key) or not path.is_file():
+                continue
+            old = records.get(key)
+            if old is None:
+                self.record_source(key, path)
+                continue
+            st = path.stat()
+            if st.st_size == old.get("size") and st.st_mtime_ns == old.get("mtime_ns"):
+                continue
+            if st.st_size != old.get("size"):
+                changed.append((key, f"{old.get('size')} bytes when mapped, {st.st_size} now"))
+                continue
+            digest = content_digest(path, st.st_size)
+            if digest != old.get("digest"):
+                changed.append((key, "same size, other content"))
+            else:  # touched or copied: same bytes; the fast path holds again next time
+                self.record_source(key, path, {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest})
+        return changed
+
+
+def describe_changed(changed: list[tuple[str, str]], video_root: Path) -> str:
+    """The first few changed videos, then how many in all."""
+    shown = "; ".join(f"{video_root / key} ({why})" for key, why in changed[:_LISTED])
+    more = f"; ... and {len(changed) - _LISTED} more" if len(changed) > _LISTED else ""
+    return f"{shown}{more}"

@@ -6,11 +6,15 @@ snippet's pooled features, and the K class scores averaged (the consensus) befor
 cross-entropy. Partial BN: only the first BatchNorm layer keeps updating its running
 statistics and affine parameters, every later one is frozen at its ImageNet values,
 which the small action datasets could not estimate better (TSN, Sec. 3.2). Inputs are
-multi-scale corner crops with flips (``tsmap.frames.finetune_data``).
+multi-scale corner crops with flips (``tsmap.finetune.data``).
 
-The checkpoint holds the fine-tuned backbone (not the classifier) and names its backbone
-and stream; ``tsmap extract --weights`` then maps videos with it. Training survives being
-killed as head training does: the state is saved after each epoch and a rerun resumes.
+The checkpoint holds the fine-tuned backbone (not the classifier), names its backbone and
+stream, and records its training set: the dataset (kind, root), the official split and
+the training videos' keys (``tsmap.finetune.provenance``), so that extraction and
+evaluation refuse it for test videos it saw. ``tsmap extract --weights`` then maps videos
+with it. The runs of HMDB51/UCF101's splits live apart (``finetune_output``: one folder
+per split). Training survives being killed as head training does: the state is saved
+after each epoch and a rerun resumes, only a run on the same training list and split.
 On CUDA the forward and backward run in mixed precision (float16 autocast, scaled loss).
 """
 
@@ -26,11 +30,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tsmap.data.video import VideoError
-from tsmap.fileio import save_torch
+from tsmap.fileio import save_torch, seed_everything
+from tsmap.finetune.data import SCALES, SnippetDataset, collate_snippets
+from tsmap.finetune.provenance import TrainingSet, labels_digest
 from tsmap.frames.backbones import FINETUNE_FORMAT, backbone_spec, normalisation
-from tsmap.frames.finetune_data import SCALES, SnippetDataset, collate_snippets
 from tsmap.frames.onnx_runtime import weights_digest
-from tsmap.training import resume_training_state, save_training_state, seed_everything
+from tsmap.training import resume_training_state, save_training_state
 
 
 @dataclass
@@ -108,9 +113,13 @@ def finetune(
     workers: int = 2,
     state_path: Path | None = None,
     show_progress: bool = True,
+    source: dict | None = None,
 ) -> tuple[SnippetClassifier, list[dict], dict[str, str]]:
     """Train ``backbone`` in place as a TSN snippet classifier.
 
+    ``source``: the spec of the dataset ``data``'s clips come from (``VideoDataset.spec``:
+    its kind and, for HMDB51/UCF101, its split). ``state_path``: the training state, resumed
+    only by a run with the same identity (training list, split, recipe, starting weights).
     Returns the classifier, one record per epoch, and the videos that could not be read
     (path -> reason; they are skipped, and named on the progress bar when first met).
     """
@@ -136,8 +145,12 @@ def finetune(
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loss_fn = nn.CrossEntropyLoss()
     # Everything a resumed run must share with the killed one: the starting weights (a
-    # rerun from other --weights starts afresh), what the snippets are made of, the recipe.
+    # rerun from other --weights starts afresh), the training videos, their labels and
+    # split (another split's run never continues this one), what the snippets are made
+    # of, the recipe.
     identity = {
+        "trained_on": TrainingSet.of(data.clips, data.root, source).trained_on(),
+        "labels": labels_digest(data.clips),
         "config": config.to_dict(),
         "backbone": backbone_name,
         "base_weights": weights_digest(backbone),
@@ -215,8 +228,13 @@ def save_finetuned(
     config: FinetuneConfig,
     history: list[dict],
     data: SnippetDataset,
+    source: dict | None = None,
 ) -> None:
-    """The checkpoint ``tsmap extract --weights`` reads (tensors and plain types only), written atomically."""
+    """The checkpoint ``tsmap extract --weights`` reads (tensors and plain types only), written atomically.
+
+    It records what the backbone was trained on: ``data``'s clips (their keys), where they
+    were, and ``source``'s kind and split (``VideoDataset.spec``; see ``finetune``).
+    """
     state = {
         "format": FINETUNE_FORMAT,
         "backbone": backbone_name,
@@ -228,5 +246,18 @@ def save_finetuned(
         "history": history,
         "image_size": data.size,
         "resize": data.resize,
+        **TrainingSet.of(data.clips, data.root, source).checkpoint_fields(),
     }
     save_torch(state, path)
+
+
+def finetune_output(out_dir: Path, stream: str, backbone: str, split: int | None = None) -> Path:
+    """Where ``tsmap finetune`` writes its checkpoint: ``OUT/<stream>-<backbone>.pt``, and for an
+    official split ``OUT/split<N>/<stream>-<backbone>.pt`` (each split's ConvNet is its own)."""
+    folder = Path(out_dir) if split is None else Path(out_dir) / f"split{split}"
+    return folder / f"{stream}-{backbone}.pt"
+
+
+def finetune_state_path(output: Path) -> Path:
+    """The training state of the run that writes ``output``, beside it (hidden)."""
+    return output.with_name(f".{output.stem}.training-state.pt")
