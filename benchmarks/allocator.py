@@ -85,7 +85,8 @@ def child(args: argparse.Namespace) -> None:
 
     from tsmap.data.datasets import Clip
     from tsmap.heads.videomap_head import VideoMapHead
-    from tsmap.training import TrainConfig, train_head
+    from tsmap.train_config import TrainConfig
+    from tsmap.training import train_head
     from tsmap.videomap.loader import MapDataset
     from tsmap.videomap.store import VideoMapStore
 

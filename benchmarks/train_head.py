@@ -37,7 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tsmap.data.datasets import Clip
 from tsmap.heads.videomap_head import VideoMapHead
-from tsmap.training import TrainConfig, train_head
+from tsmap.train_config import TrainConfig
+from tsmap.training import train_head
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import VideoMapStore
 

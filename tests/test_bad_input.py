@@ -336,7 +336,7 @@ for how in DAMAGE:
         DAMAGE[how](p["scratch"] / "flow" / "results.json")
 
     CASES[f"fuse {how} results.json"] = Case(
-        "fuse --runs {scratch}/rgb {scratch}/flow --out {new}", ("flow",), damaged_results
+        "fuse --runs {scratch}/rgb {scratch}/flow --out {new}", ("flow/results.json",), damaged_results
     )
 
 
@@ -440,13 +440,16 @@ def test_a_truncated_map_in_the_store_is_named_by_train(f, capsys):
 
 
 def test_extract_exits_1_when_some_videos_failed_and_says_which(f, capsys, tmp_path):
-    videos = tmp_path / "videos"
+    videos, store = tmp_path / "videos", tmp_path / "store"
     shutil.copytree(f["videos"], videos)
-    (videos / "shrink" / "shrink1.mp4").write_bytes(b"not a video")
-    store = tmp_path / "store"
+    shutil.copytree(f["store"], store)  # the good videos are mapped already
+    (videos / "shrink" / "shrink9.mp4").write_bytes(b"not a video")
+    with open(videos / "train.txt", "a") as lines:
+        lines.write("shrink/shrink9.mp4\n")
     code, out, err = run_cli(["--quiet", "extract", "--videos", str(videos), "--store", str(store), *MAPS], capsys)
     assert code == 1, err
-    assert "1 failed" in out and "failed: shrink/shrink1.mp4" in out and "exit status 1" in out
+    assert "0 mapped, 9 already in the store, 1 failed" in out and "failed: shrink/shrink9.mp4" in out
+    assert "exit status 1" in out
 
 
 def test_every_help_documents_the_exit_statuses(capsys):
@@ -512,3 +515,22 @@ def test_permission_cases_really_lack_rights(f):
     with without_root(), pytest.raises(PermissionError):
         (folder / "x").write_text("x")
     assert stat.S_IMODE(folder.stat().st_mode) == 0o555
+
+
+def test_a_write_that_fails_midway_is_one_line_and_keeps_the_maps(f, capsys):
+    """Not caught up front: the store folder can be written, one of its map folders cannot (WriteError)."""
+    store = f["base"] / "scratch" / "write-error-store"
+    shutil.copytree(f["store"], store)
+    (store / LOCK).unlink(missing_ok=True)
+    victim = store / "maps" / "still" / "still2.mp4.npy"
+    victim.unlink()
+    store.chmod(0o777)
+    read_only(store / "maps" / "still")
+    before = snapshot(f["base"])
+    argv = ["--quiet", "extract", "--videos", str(f["videos"]), "--store", str(store), *MAPS]
+    code, out, err = run_cli(argv, capsys, unprivileged=True)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "maps/still" in lines[0] and "cannot write" in lines[0], err
+    assert_nothing_written(before, snapshot(f["base"]))
+    assert not victim.exists()

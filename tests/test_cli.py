@@ -1,13 +1,16 @@
 """The command line, end to end on tiny demo data, and its handling of user mistakes."""
 
+import argparse
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from conftest import TINY_MAPS
 
-from tsmap.cli import build_parser, main
+from tsmap.cli import COMMANDS, build_parser, main, options
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,9 @@ def test_user_errors_are_one_line_without_traceback(trained, tmp_path, tiny_demo
     assert "no trained head" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["demo", "extract", "train", "evaluate", "predict"])
+@pytest.mark.parametrize(
+    "command", ["demo", "extract", "train", "evaluate", "predict", "finetune", "fuse", "report", "explain"]
+)
 def test_help_explains_every_option(command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     for action in sub._actions:
@@ -148,3 +153,65 @@ def test_demo_command_small(tmp_path, capsys):
     # A second run resumes: the videos and maps are already there and are not redone.
     assert main(args) == 0
     assert "0 mapped, 24 already in the store" in capsys.readouterr().out
+
+
+def test_every_command_is_a_module_with_a_parser_and_a_run():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert (
+        set(commands)
+        == set(COMMANDS)
+        == {
+            "demo",
+            "extract",
+            "finetune",
+            "train",
+            "evaluate",
+            "predict",
+            "fuse",
+            "report",
+            "explain",
+        }
+    )
+    for name, module in COMMANDS.items():
+        assert callable(module.add_parser) and callable(module.run), name
+        assert "exit status" in (commands[name].epilog or ""), name
+
+
+def test_value_checks():
+    assert options.positive_int("3") == 3 and options.non_negative_int("0") == 0
+    assert options.fraction("1") == 1.0 and options.probability("0") == 0.0
+    assert options.positive_float("1e-3") == 1e-3 and options.non_negative_float("0") == 0.0
+    assert options.device("auto") == "auto" and options.device("CPU") == "cpu"
+    bad = [
+        (options.positive_int, "0"),
+        (options.positive_int, "1.5"),
+        (options.non_negative_int, "-1"),
+        (options.fraction, "0"),
+        (options.fraction, "1.01"),
+        (options.probability, "1"),
+        (options.positive_float, "0"),
+        (options.positive_float, "nan"),
+        (options.non_negative_float, "-inf"),
+        (options.device, "gpu"),
+        (options.device, "cuda:"),
+    ]
+    if not torch.cuda.is_available():
+        bad.append((options.device, "cuda:0"))
+    for check, text in bad:
+        with pytest.raises(argparse.ArgumentTypeError):
+            check(text)
+
+
+def test_quiet_goes_before_or_after_the_command():
+    args = build_parser().parse_args(["train", "--store", "s", "--run", "r", "--quiet"])
+    assert args.quiet is True
+    args = build_parser().parse_args(["--quiet", "train", "--store", "s", "--run", "r"])
+    assert args.quiet is True
+    assert build_parser().parse_args(["train", "--store", "s", "--run", "r"]).quiet is False
+
+
+def test_the_parser_is_built_without_pytorch():
+    # `tsmap --help` answers at once: building the parser imports neither PyTorch nor the library.
+    code = "import sys; from tsmap.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr

@@ -20,7 +20,8 @@ from tsmap.evaluation.explain import (
 )
 from tsmap.heads.videomap_head import VideoMapHead
 from tsmap.report.analysis import localization
-from tsmap.training import TrainConfig, seed_everything, train_head
+from tsmap.train_config import TrainConfig
+from tsmap.training import seed_everything, train_head
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import VideoMapStore
 

@@ -16,7 +16,7 @@ FLOORS = [
     ("frames", ["tsmap.frames"]),
     ("videomap", ["tsmap.videomap"]),
     ("heads", ["tsmap.heads"]),
-    ("training", ["tsmap.training"]),
+    ("training", ["tsmap.training", "tsmap.train_config"]),
     ("evaluation", ["tsmap.evaluation"]),  # metrics, plots, fusion and explain: used by the steps
     ("steps", ["tsmap.steps", "tsmap.finetune"]),
     ("report", ["tsmap.report", "tsmap.demo"]),

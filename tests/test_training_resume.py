@@ -13,7 +13,8 @@ from conftest import TINY_MAPS
 from tsmap.cli import main
 from tsmap.heads.videomap_head import VideoMapHead
 from tsmap.steps import store_dataset
-from tsmap.training import TrainConfig, train_head
+from tsmap.train_config import TrainConfig
+from tsmap.training import train_head
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import VideoMapStore
 

@@ -12,7 +12,8 @@ from tsmap import steps
 from tsmap.data.datasets import Clip
 from tsmap.data.subsets import carve_validation, clips_digest
 from tsmap.heads import create_head
-from tsmap.training import ConfigError, TrainConfig, recipe, train_head, validate
+from tsmap.train_config import ConfigError, TrainConfig, recipe
+from tsmap.training import train_head, validate
 from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore
 

@@ -19,7 +19,7 @@ from tsmap import steps
 from tsmap.data.datasets import open_dataset
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION
 from tsmap.steps.predict import Run, load_run
-from tsmap.training import recipe
+from tsmap.train_config import recipe
 from tsmap.videomap.store import VideoMapStore
 
 

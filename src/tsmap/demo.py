@@ -20,7 +20,7 @@ from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.fileio import write_json
 from tsmap.progress import progress
 from tsmap.steps import tables
-from tsmap.training import TrainConfig
+from tsmap.train_config import TrainConfig
 from tsmap.videomap.store import VideoMapStore
 
 # The demo's videos are 112-160 pixels on a side: encode them at 128 rather than

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,85 +37,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tsmap import distributed
 from tsmap.fileio import save_torch, seed_everything
 from tsmap.progress import progress as tqdm
+from tsmap.train_config import TrainConfig
 from tsmap.videomap.augment import feature_dropout_batch, mixup_batch, temporal_crop_batch
-
-SCHEDULES = ("step", "cosine")
-
-
-class ConfigError(ValueError):
-    """A training setting out of its range (names the setting and the allowed values)."""
-
-
-@dataclass
-class TrainConfig:
-    """How a head is trained. The defaults are the paper's recipe (``recipe("paper")``)."""
-
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 0.01
-    lr_step: int = 10_000  # "step" schedule: iterations between divisions of the lr by 10
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    clip_grad_norm: float = 20.0
-    temporal_crop: float = 1.0  # min share of a map's rows kept by the random temporal crop (1 = off)
-    micro_batch: int = 0  # maps per forward/backward pass inside a batch (0 = auto, see auto_micro_batch)
-    seed: int = 0
-    schedule: str = "step"  # "step" (the paper's) or "cosine" (linear warm-up, then cosine to 0)
-    warmup_epochs: float = 0.0  # "cosine": epochs of linear warm-up from lr / 10
-    label_smoothing: float = 0.0
-    feature_dropout: float = 0.0  # augmentation: share of feature columns dropped from each training map
-    mixup: float = 0.0  # augmentation: mixup's alpha (0 = off)
-    patience: int = 0  # with validation maps: stop after this many epochs without a better one (0 = never)
-
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        """Raise ConfigError naming the first setting out of its range."""
-        rules = [
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("lr", math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
-            ("lr_step", self.lr_step >= 1, "at least 1"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0"),
-            ("clip_grad_norm", self.clip_grad_norm > 0, "a number > 0"),
-            ("temporal_crop", 0 < self.temporal_crop <= 1, "in (0, 1]"),
-            ("micro_batch", self.micro_batch >= 0, "0 (auto) or more"),
-            ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-            ("feature_dropout", 0 <= self.feature_dropout < 1, "in [0, 1)"),
-            ("mixup", math.isfinite(self.mixup) and self.mixup >= 0, "a number >= 0"),
-            ("patience", self.patience >= 0, "0 (never stop early) or more"),
-        ]
-        for name, ok, allowed in rules:
-            if not ok:
-                raise ConfigError(f"training setting {name} must be {allowed}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-# The recipes by name: "paper" is the paper's (and TSN's) SGD; "cosine" was chosen on
-# validation data (README, "Training recipe").
-RECIPES: dict[str, TrainConfig] = {
-    "paper": TrainConfig(),
-    "cosine": TrainConfig(epochs=30, batch_size=32, lr=0.01, schedule="cosine", warmup_epochs=1.0, weight_decay=5e-4),
-}
-
-
-def recipe(name: str, **overrides) -> TrainConfig:
-    """The recipe ``name`` ("paper" or "cosine") with ``overrides`` (None values are ignored)."""
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
-    return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
-
 
 # On CPU the head trains fastest with ~16 maps of 256 x 1280 per pass: the activations of
 # larger passes fall out of the caches (benchmarks/train_head.py: batch 16 ~1.6x the maps/s

@@ -36,6 +36,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from tsmap.frames.backbones import BackboneError
     from tsmap.frames.onnx_runtime import OnnxEngineError
     from tsmap.heads.checkpoint import CheckpointError
+    from tsmap.train_config import ConfigError
     from tsmap.videomap.extract import ExtractionAborted
     from tsmap.videomap.store import StoreError
 
@@ -48,6 +49,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         FusionError,
         BackboneError,
         CheckpointError,
+        ConfigError,
         OnnxEngineError,
         FolderBusy,
         WriteError,

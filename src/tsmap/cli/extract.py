@@ -34,6 +34,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="--dataset hmdb51/ucf101: map only this official split's videos, into a store of its own (as a "
         "ConvNet fine-tuned on one split's training videos must). Default: the videos of every split, in one store",
     )
+    p.add_argument(
+        "--remap-changed",
+        action="store_true",
+        help="map again the videos whose file changed since their map was made (another size or content); "
+        "without it, extraction into a store whose videos changed stops and lists them",
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
     options.add_stream(p)
     options.add_device(p)
@@ -79,15 +85,12 @@ def dataset_from_args(args: argparse.Namespace, split: int | None = None):
 
 def run(args: argparse.Namespace) -> int:
     from tsmap import steps
-    from tsmap.finetune.provenance import check_extraction, write_trained_keys
     from tsmap.steps import tables
 
     check_flow_options(args)
     check_engine(args)
     dataset = dataset_from_args(args, split=args.split if args.dataset in ("hmdb51", "ucf101") else None)
     options.check_writable(args.store, "--store")
-    # A ConvNet fine-tuned on some of these videos must not map them as test videos.
-    trained_keys = check_extraction(dataset, args.weights)
     extract_options = steps.ExtractOptions(
         frames=args.frames,
         backbone=args.backbone,
@@ -101,12 +104,12 @@ def run(args: argparse.Namespace) -> int:
         stream=args.stream,
         flow=args.flow,
         flow_preset=args.flow_preset,
+        remap_changed=args.remap_changed,
     )
     try:
         store, summary = steps.extract(dataset, args.store, extract_options, show_progress=not args.quiet)
     except ImportError as exc:  # TV-L1 without OpenCV's contrib modules: the message names the package
         raise UsageError(str(exc)) from exc
-    write_trained_keys(store.root, trained_keys)
     print(tables.format_extraction(summary, store))
     if summary.failed:
         print(f"{len(summary.failed)} video(s) failed: the store lacks their maps (exit status 1)")

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from tsmap.cli.errors import UsageError
+from tsmap.train_config import RECIPES
 
 DEVICE_HELP = (
     "where the heads (and the frame ConvNet) run: auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu, "
@@ -328,7 +329,7 @@ def add_seed(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help=help)
 
 
-def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr_step: int) -> None:
+def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--head",
         choices=["videomap", "tsn", "both"],
@@ -349,27 +350,60 @@ def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, 
         "shared by all frames); 'global' is the paper's layout read literally, one FC from every position to "
         "every position. Default: rows",
     )
-    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"training epochs. Default: {epochs}")
     p.add_argument(
-        "--batch-size", type=positive_int, default=batch_size, help=f"VideoMaps per mini-batch. Default: {batch_size}"
+        "--schedule",
+        choices=list(RECIPES),
+        default="cosine",
+        help="training recipe: 'cosine' (SGD with a one-epoch warm-up, then a cosine decay to 0; chosen on "
+        "validation data) or 'paper' (the paper's SGD: lr 0.01 divided by 10 every --lr-step iterations, batches "
+        "of 128, 100 epochs). The options below change one setting of the recipe. Default: cosine",
     )
-    p.add_argument(
-        "--lr", type=positive_float, default=0.01, help="base learning rate of SGD. Default: 0.01 (the paper's)"
-    )
+
+    def default(name: str) -> str:
+        return f"Default: {getattr(RECIPES['cosine'], name):g} (cosine), {getattr(RECIPES['paper'], name):g} (paper)"
+
+    p.add_argument("--epochs", type=positive_int, help=f"training epochs. {default('epochs')}")
+    p.add_argument("--batch-size", type=positive_int, help=f"VideoMaps per mini-batch. {default('batch_size')}")
+    p.add_argument("--lr", type=positive_float, help=f"base learning rate of SGD. {default('lr')}")
     p.add_argument(
         "--lr-step",
         type=positive_int,
-        default=lr_step,
-        help=f"divide the learning rate by 10 every this many iterations. Default: {lr_step}",
+        help="--schedule paper: divide the learning rate by 10 every this many iterations. "
+        f"Default: {RECIPES['paper'].lr_step}",
+    )
+    p.add_argument("--weight-decay", type=non_negative_float, help=f"SGD's L2 weight decay. {default('weight_decay')}")
+    p.add_argument(
+        "--label-smoothing",
+        type=probability,
+        help=f"share of the target spread over the other classes, in [0, 1). {default('label_smoothing')}",
     )
     p.add_argument(
         "--temporal-crop",
         type=fraction,
-        default=1.0,
         metavar="FRACTION",
         help="augmentation: each training map is replaced by T rows sampled uniformly from a random window "
-        "covering at least FRACTION of it (order kept), like sampling the video at another offset; in (0, 1]. "
-        "Default: 1.0 (off)",
+        "covering at least FRACTION of it (order kept), like sampling the video at another offset; in (0, 1], "
+        f"1 = off. {default('temporal_crop')}",
+    )
+    p.add_argument(
+        "--feature-dropout",
+        type=probability,
+        metavar="P",
+        help="augmentation: each training map loses a random share P of its feature columns (the same on every "
+        f"row), in [0, 1). {default('feature_dropout')}",
+    )
+    p.add_argument(
+        "--mixup",
+        type=non_negative_float,
+        metavar="ALPHA",
+        help="augmentation: mixup of training maps (row by row, so order is kept) with Beta(ALPHA, ALPHA) "
+        f"weights; 0 = off. {default('mixup')}",
+    )
+    p.add_argument(
+        "--patience",
+        type=non_negative_int,
+        help="stop after this many epochs without a better validation top-1 (0 = run every epoch). "
+        f"{default('patience')}",
     )
     p.add_argument(
         "--micro-batch",

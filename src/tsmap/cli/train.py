@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="run folder for checkpoints and results (spell it --run-dir under torchrun, whose own --run-path "
         "option makes --run ambiguous)",
     )
-    options.add_train_options(p, epochs=100, batch_size=128, lr_step=10_000)
+    options.add_train_options(p)
     p.add_argument(
         "--val-fraction",
         type=options.probability,
@@ -59,17 +59,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def train_configs(args: argparse.Namespace) -> dict:
-    from tsmap.training import TrainConfig
+    """The recipe of --schedule with the settings the user gave; the same for both heads."""
+    from tsmap.train_config import recipe
 
-    base = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_step=args.lr_step,
-        temporal_crop=args.temporal_crop,
-        micro_batch=args.micro_batch,
-        seed=args.seed,
-    )
+    names = ("epochs", "batch_size", "lr", "lr_step", "weight_decay", "label_smoothing", "temporal_crop")
+    names += ("feature_dropout", "mixup", "patience", "micro_batch", "seed")
+    base = recipe(args.schedule, **{name: getattr(args, name) for name in names})
     return {"videomap": base, "tsn": base}
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from tsmap.data.video import VideoError
 from tsmap.fileio import save_torch, seed_everything
@@ -35,6 +34,7 @@ from tsmap.finetune.data import SCALES, SnippetDataset, collate_snippets
 from tsmap.finetune.provenance import TrainingSet, labels_digest
 from tsmap.frames.backbones import FINETUNE_FORMAT, backbone_spec, normalisation
 from tsmap.frames.onnx_runtime import weights_digest
+from tsmap.progress import progress as tqdm
 from tsmap.training import resume_training_state, save_training_state
 
 

@@ -49,6 +49,8 @@ def load_head(path: Path, device: str = "cpu") -> tuple[nn.Module, dict]:
         raise FileNotFoundError(f"no checkpoint at {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as exc:
+        raise CheckpointError(f"{path} cannot be read (permission denied)") from exc
     except Exception as exc:  # torch raises several types for a truncated, empty or foreign file
         why = "an empty file" if path.stat().st_size == 0 else "truncated, or not a file torch.save wrote"
         raise CheckpointError(f"{path} is not a tsmap checkpoint ({why}); train it again") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsmap.training import TrainConfig
+from tsmap.train_config import TrainConfig
 
 
 @dataclass

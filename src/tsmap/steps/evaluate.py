@@ -145,6 +145,10 @@ def _check_compatible(meta: dict, store: VideoMapStore, dataset: VideoDataset, p
         trained = MapSettings.from_dict(meta.get("store_settings") or {})
     except TypeError as exc:
         raise StoreError(f"{path} does not say which maps it was trained on; train it again") from exc
+    if trained.stream != store.map_settings.stream:
+        raise StoreError(
+            f"{path} was trained on {trained.stream} VideoMaps, {store.root} holds {store.map_settings.stream} ones"
+        )
     require_same_maps(
         trained, store.map_settings, f"{path}", "evaluate it on a store made like its own", ("head has", "store has")
     )

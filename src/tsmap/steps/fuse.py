@@ -27,10 +27,17 @@ def _read_run(run_dir: Path) -> tuple[dict, dict]:
         raise FusionError(
             f"{run_dir} has no {SCORES_KEYS_FILE} (evaluated by an older tsmap): run `tsmap evaluate` on it again"
         )
+    return _read_json(results_path, run_dir), _read_json(keys_path, run_dir)
+
+
+def _read_json(path: Path, run_dir: Path) -> dict:
     try:
-        return json.loads(results_path.read_text()), json.loads(keys_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FusionError(f"{run_dir}: unreadable results ({exc})") from exc
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FusionError(f"{path} is not valid JSON ({exc}); run `tsmap evaluate` on {run_dir} again") from exc
+    if not isinstance(data, dict):
+        raise FusionError(f"{path} is not what `tsmap evaluate` writes; run `tsmap evaluate` on {run_dir} again")
+    return data
 
 
 def _head(path: Path, size: int) -> bytes:

@@ -16,7 +16,8 @@ from tsmap.finetune.provenance import check_store
 from tsmap.heads import create_head
 from tsmap.heads.checkpoint import load_head, save_head
 from tsmap.steps.common import fits_in_memory, resolve_device, store_dataset
-from tsmap.training import TrainConfig, train_head
+from tsmap.train_config import TrainConfig
+from tsmap.training import train_head
 from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import VideoMapStore

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from tsmap.data.clips import Clip
 from tsmap.data.video import FrameGeometry, VideoError, read_distinct_frames
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_distinct_flow_stacks
 from tsmap.frames.onnx_runtime import free_cores
+from tsmap.progress import progress as tqdm
 from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore
 
