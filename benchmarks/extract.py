@@ -12,7 +12,9 @@ Generates demo videos (or reads --video-root), then measures
 and prints frames/s with ratios; also the process's peak memory. Figures go to
 benchmarks/results/extract.json.
 
-``--background-load N`` first starts N busy processes of its own (plain Python spin
+``--rounds R`` alternates the backbone and the end-to-end measurements R times (each
+round on 1/R of the videos) and adds them up, so that load from other processes that
+comes and goes weighs on both. ``--background-load N`` first starts N busy processes of its own (plain Python spin
 loops, each in a session of its own as a job from another terminal would be, bounded by
 ``--background-seconds`` and killed at the end), so that every path above is measured
 on cores shared with them; the figures then go to benchmarks/results/extract_loadN.json.
@@ -39,7 +41,7 @@ from tsmap.data.video import FrameGeometry, uniform_indices
 from tsmap.frames.efficientnet_lite import load_pretrained_lite0
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.onnx_runtime import busy_cores_of_others, usable_cores
-from tsmap.videomap.extract import extract_clips, extraction_settings
+from tsmap.videomap.extract import ExtractionSummary, extract_clips, extraction_settings
 from tsmap.videomap.store import VideoMapStore
 
 
@@ -121,6 +123,13 @@ def main() -> None:
     parser.add_argument("--decode-workers", type=int, default=2, help="decoding threads. Default: 2 (tsmap's)")
     parser.add_argument("--no-eager", action="store_true", help="skip the eager-loop baseline")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate the backbone and end-to-end measurements this many times, each on a share of the videos "
+        "(steadier ratios on a shared machine). Default: 1",
+    )
+    parser.add_argument(
         "--background-load", type=int, default=0, metavar="N", help="busy processes competing for the cores. Default: 0"
     )
     parser.add_argument(
@@ -143,11 +152,22 @@ def main() -> None:
         busy = busy_cores_of_others()
         encoder = FrameEncoder(batch_size=args.batch_size, engine=args.engine, image_size=args.image_size)
         geometry = FrameGeometry(args.image_size, max(args.image_size, round(args.image_size * 256 / 224)))
-        backbone = bare_backbone_fps(encoder, args.image_size, frames=min(len(clips) * args.frames, 512))
         store = VideoMapStore.create_or_open(Path(tmp) / "store", extraction_settings(encoder, args.frames, geometry))
-        summary = extract_clips(
-            clips, root, store, encoder, geometry, show_progress=False, decode_workers=args.decode_workers
-        )
+        # Rounds alternate the two paths, so that a load that comes and goes weighs on both alike.
+        rounds = max(1, min(args.rounds, len(clips)))
+        bare_frames = min(len(clips) * args.frames // rounds, 512)
+        bare_seconds, parts = 0.0, []
+        for r in range(rounds):
+            bare_seconds += bare_frames / bare_backbone_fps(encoder, args.image_size, frames=bare_frames)
+            part = clips[r::rounds]
+            parts.append(
+                extract_clips(
+                    part, root, store, encoder, geometry, show_progress=False, decode_workers=args.decode_workers
+                )
+            )
+        backbone = bare_frames * rounds / bare_seconds
+        summary = ExtractionSummary.combine(parts)
+        summary.seconds = sum(p.seconds for p in parts)
         if summary.failed:
             raise SystemExit(f"benchmark videos failed to decode: {summary.failed}")
         peak = peak_rss_mib()

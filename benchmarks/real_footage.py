@@ -394,6 +394,7 @@ def main() -> None:
     record = {
         "tag": tag,
         "command": shlex.join([sys.executable, *sys.argv]),
+        "tsmap_package": str(Path(rfd.write_video.__code__.co_filename).parents[1]),  # the tsmap the CLI ran
         "train_args": {"epochs": args.epochs, "extra": args.train_args},
         "dataset": {
             "classes": info["classes"],

@@ -72,3 +72,10 @@ def test_sessions_do_not_spin_and_take_the_free_cores(monkeypatch):
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
     assert onnx_runtime.make_session(_identity_model(), threads=3).get_session_options().intra_op_num_threads == 3
+
+
+def test_spinning_comes_back_on_request(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("TSMAP_ORT_SPINNING", "1")
+    options = onnx_runtime.make_session(_identity_model(), threads=1).get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"

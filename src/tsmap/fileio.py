@@ -71,6 +71,28 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> None:
         raise
 
 
+@contextlib.contextmanager
+def replacing(path: Path | str) -> Iterator[Path]:
+    """For writers that need a file name (a video muxer, a model exporter): yields a temporary
+    path beside ``path`` and renames it to ``path`` when the block succeeds, else removes it."""
+    path = Path(path)
+    tmp = tmp_path(path)  # keeps the extension, which some writers read
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, WriteError):
+            raise
+        raise WriteError(exc.errno, describe_os_error(exc, path.parent)) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 

@@ -111,20 +111,12 @@ def train_head(
     generator = seed_everything(config.seed)
     fit_standardizer(model, data)
     model.to(device).train()
-    sampler = None
-    if world.size > 1:
-        sampler = DistributedSampler(data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed)
-        loader = DataLoader(data, batch_size=max(1, config.batch_size // world.size), sampler=sampler)
-        forward: nn.Module = DistributedDataParallel(model)
-    else:
-        loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator)
-        forward = model
+    loader, sampler, forward = _batches(model, data, config, world, generator)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = make_scheduler(optimizer, config, len(loader))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    whole_batches = has_batchnorm(model)
     history: list[dict] = []
     best: dict = {"record": None, "weights": None}
     identity = {
@@ -153,34 +145,14 @@ def train_head(
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         for maps, labels in loader:
-            maps = feature_dropout_batch(temporal_crop_batch(maps, config.temporal_crop), config.feature_dropout)
-            maps, labels, mixed, lam = mixup_batch(maps, labels, config.mixup)
-            maps, labels, mixed = (t.to(device, non_blocking=True) for t in (maps, labels, mixed))
-            optimizer.zero_grad(set_to_none=True)
-            # Micro-batches: the same gradient as the whole batch (the loss is the batch
-            # mean), with the activations of one micro-batch alive at a time.
-            chunk = config.micro_batch or auto_micro_batch(len(labels), maps.shape[1], maps.shape[2], device)
-            chunk = len(labels) if whole_batches else chunk
-            starts = range(0, len(labels), chunk)
-            batch_loss = 0.0
-            for start in starts:
-                x, y, y2 = maps[start : start + chunk], labels[start : start + chunk], mixed[start : start + chunk]
-                last = start == starts[-1]
-                with contextlib.nullcontext() if last or forward is model else forward.no_sync():
-                    scores = forward(x)
-                    loss = mixed_loss(loss_fn, scores, y, y2, lam)
-                    loss = loss * (len(y) / len(labels))
-                    loss.backward()
-                batch_loss += loss.item()
-                correct += int((scores.argmax(1) == y).sum())
+            batch_loss, batch_correct = _train_step(forward, model, maps, labels, optimizer, loss_fn, config, device)
             if not math.isfinite(batch_loss):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1} (loss {batch_loss}); try a smaller learning rate (--lr)"
                 )
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-            optimizer.step()
             scheduler.step()
             total_loss += batch_loss * len(labels)
+            correct += batch_correct
             seen += len(labels)
         total_loss, correct, seen = distributed.sum_across([total_loss, correct, seen], device)
         record = {
@@ -201,6 +173,54 @@ def train_head(
         if state_path is not None and world.is_main:
             save_training_state(state_path, identity, model, optimizer, scheduler, generator, history, best)
     bar.close()
+    _keep_best(model, history, best)
+    return history
+
+
+def _batches(model: nn.Module, data: Dataset, config: TrainConfig, world, generator: torch.Generator):
+    """(loader, sampler, forward): under torchrun each rank takes its share of every batch
+    through a DistributedSampler and the model is wrapped in DistributedDataParallel."""
+    if world.size == 1:
+        return DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator), None, model
+    sampler = DistributedSampler(data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed)
+    loader = DataLoader(data, batch_size=max(1, config.batch_size // world.size), sampler=sampler)
+    return loader, sampler, DistributedDataParallel(model)
+
+
+def _train_step(
+    forward, model, maps, labels, optimizer, loss_fn, config: TrainConfig, device: str
+) -> tuple[float, int]:
+    """One SGD step on one batch (augmented here); returns its mean loss and how many it got right.
+
+    Micro-batches give the same gradient as the whole batch (the loss is the batch mean),
+    with the activations of one micro-batch alive at a time; heads with BatchNorm take the
+    whole batch in one pass (micro-batches would change their batch statistics).
+    """
+    maps = feature_dropout_batch(temporal_crop_batch(maps, config.temporal_crop), config.feature_dropout)
+    maps, labels, mixed, lam = mixup_batch(maps, labels, config.mixup)
+    maps, labels, mixed = (t.to(device, non_blocking=True) for t in (maps, labels, mixed))
+    optimizer.zero_grad(set_to_none=True)
+    chunk = config.micro_batch or auto_micro_batch(len(labels), maps.shape[1], maps.shape[2], device)
+    chunk = len(labels) if has_batchnorm(model) else chunk
+    starts = range(0, len(labels), chunk)
+    batch_loss, correct = 0.0, 0
+    for start in starts:
+        x, y, y2 = maps[start : start + chunk], labels[start : start + chunk], mixed[start : start + chunk]
+        last = start == starts[-1]
+        with contextlib.nullcontext() if last or forward is model else forward.no_sync():
+            scores = forward(x)
+            loss = mixed_loss(loss_fn, scores, y, y2, lam) * (len(y) / len(labels))
+            loss.backward()
+        batch_loss += loss.item()
+        correct += int((scores.argmax(1) == y).sum())
+    if math.isfinite(batch_loss):
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+        optimizer.step()
+    return batch_loss, correct
+
+
+def _keep_best(model: nn.Module, history: list[dict], best: dict) -> None:
+    """Load the best epoch's weights on validation (else keep the last) and mark its record."""
     if best["weights"] is not None:
         model.load_state_dict(best["weights"])
         for record in history:
@@ -208,7 +228,6 @@ def train_head(
     elif history:
         history[-1]["kept"] = True
     model.eval()
-    return history
 
 
 def mixed_loss(loss_fn: nn.Module, scores: torch.Tensor, y: torch.Tensor, y2: torch.Tensor, lam: float) -> torch.Tensor:

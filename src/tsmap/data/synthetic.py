@@ -34,7 +34,6 @@ after the base classes, so the base classes' videos are the same with or without
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +43,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from tsmap.fileio import atomic_write_text, replacing, write_json
 
 # (forward class, its time reversal). The forward generator draws the video; the
 # reversed class is the same draw played backwards.
@@ -283,9 +284,8 @@ def render_clip(name: str, rng: np.random.Generator, n: int) -> tuple[list[np.nd
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, crf: int = 18) -> None:
     """Encode RGB frames as H.264 (yuv420p) through PyAV, atomically. ``crf=0`` is lossless."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     h, w = frames[0].shape[:2]
-    with av.open(str(tmp), "w") as container:
+    with replacing(path) as tmp, av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "ultrafast"}
@@ -294,7 +294,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, crf: int =
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 def _make_clip(root: Path, config: DemoConfig, label: int, index: int) -> dict:
@@ -351,7 +350,7 @@ def generate_demo_dataset(
                 progress(1)
     for split in ("train", "test"):
         lines = [r["path"] for r in records if r["split"] == split]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        atomic_write_text(root / f"{split}.txt", "\n".join(lines) + "\n")
     info = {
         "name": "arrow-of-time demo",
         "seed": config.seed,
@@ -361,5 +360,5 @@ def generate_demo_dataset(
         "fps": FPS,
         "videos": records,
     }
-    (root / "dataset.json").write_text(json.dumps(info, indent=1))
+    write_json(root / "dataset.json", info)
     return root

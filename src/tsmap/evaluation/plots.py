@@ -10,6 +10,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tsmap.fileio import atomic_write  # noqa: E402
+
+
+def save_figure(fig, path: Path, **options) -> None:
+    """``fig.savefig`` as PNG through ``fileio.atomic_write``: the file is the old one or the new one."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", **options))
+
 
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
     """Row-normalised confusion matrix with counts written in the cells."""
@@ -41,7 +48,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -67,7 +74,7 @@ def _seeds(n: int) -> str:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -261,7 +268,7 @@ def plot_explanation(
         ax.set_xlim(0, num_video_frames)
     axes[-1].set_xlabel("time (video frame); dotted line = uniform weights, red span = action interval")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -30,7 +30,6 @@ tolerance the export is refused and nothing is cached.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import importlib.util
@@ -40,7 +39,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -51,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsmap.fileio import atomic_write_bytes
 from tsmap.frames.efficientnet_lite import SameConv2d
 
 OPSET = 17
@@ -331,21 +330,6 @@ def export_features(
 
 
 # -- cache -----------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
@@ -374,12 +358,14 @@ def make_session(data: bytes, threads: int | None = None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Threads for the cores other processes leave free, and no busy-waiting: ORT's threads
-    # otherwise spin between ops for cycles that this process's decode threads (and other
-    # processes) need; measured in benchmarks/extract.py --background-load.
+    # Threads for the cores other processes leave free (all of them on an idle machine), and
+    # no busy-waiting: ORT's threads otherwise spin between ops and between runs, on cycles
+    # that this process's decode threads and other processes need, and a thread that waits
+    # for a core holds up every parallel op. TSMAP_ORT_SPINNING=1 restores ORT's spinning.
+    # Measured in benchmarks/extract.py --background-load (benchmarks/ALLOCATOR_THREADS.md).
     options.intra_op_num_threads = threads or free_cores()
     options.inter_op_num_threads = 1
-    spin = os.environ.get("TSMAP_ORT_SPINNING", "0")
+    spin = "1" if os.environ.get("TSMAP_ORT_SPINNING") == "1" else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -439,8 +425,8 @@ class OnnxFeatureRunner:
                 "torch": torch.__version__,
                 "onnxruntime": _ort_version(),
             }
-            _write_atomic(self.path, data)
-            _write_atomic(_sidecar(self.path), json.dumps(self.check, indent=1).encode())
+            atomic_write_bytes(self.path, data)
+            atomic_write_bytes(_sidecar(self.path), json.dumps(self.check, indent=1).encode())
             self.exported = True
 
     def _check(self, reference: Callable[[np.ndarray], np.ndarray], rtol: float) -> dict:

@@ -41,6 +41,9 @@ density T' therefore means "T' distinct frames, laid out on the trained grid".
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -127,6 +130,18 @@ class ConvBlock(nn.Sequential):
             and not pool.ceil_mode
             and not pool.return_indices
         )
+
+
+@contextlib.contextmanager
+def reference_layers() -> Iterator[None]:
+    """Inside the block, every ``ConvBlock`` runs its children (``nn.Conv2d``, ``nn.MaxPool2d``,
+    ``nn.ReLU``) one by one: for comparisons, and to count the architecture's FLOPs."""
+    before = ConvBlock.fused
+    ConvBlock.fused = False
+    try:
+        yield
+    finally:
+        ConvBlock.fused = before
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:

@@ -84,33 +84,37 @@ def train(
                 print(f"{kind}: already trained with these settings, maps and videos in {path} (--force retrains)")
                 histories[kind] = done
                 continue
-            # A killed run leaves its last finished epoch here; the next run continues from it.
-            state_path = run_dir / f"{kind}.training-state.pt"
-            start = time.perf_counter()
-            history = train_head(
-                model,
-                data,
-                configs[kind],
-                device=device,
-                show_progress=show_progress,
-                desc=f"train {kind}",
-                state_path=state_path,
-                val_data=val_data,
-            )
-            extra = {
-                "train_config": configs[kind].to_dict(),
-                "history": history,
-                "seconds": time.perf_counter() - start,
-                "num_train_videos": len(data),
-                "num_val_videos": len(val_data) if val_data is not None else 0,
-                **videos,
-            }
+            trained = _train_one(model, kind, path, data, val_data, configs[kind], device, show_progress)
+            histories[kind], record = trained
             if world.is_main:
-                extra["world_size"] = world.size
+                extra = {**record, **videos, "world_size": world.size}
                 save_head(path, model, dataset.classes, store.settings, extra)
-                state_path.unlink(missing_ok=True)
-            histories[kind] = history
+                (run_dir / f"{kind}.training-state.pt").unlink(missing_ok=True)
     return histories
+
+
+def _train_one(model, kind: str, path: Path, data, val_data, config: TrainConfig, device: str, show_progress: bool):
+    """Train one head; returns its history and the checkpoint's record of the run."""
+    start = time.perf_counter()
+    # A killed run leaves its last finished epoch here; the next run continues from it.
+    history = train_head(
+        model,
+        data,
+        config,
+        device=device,
+        show_progress=show_progress,
+        desc=f"train {kind}",
+        state_path=path.with_name(f"{kind}.training-state.pt"),
+        val_data=val_data,
+    )
+    record = {
+        "train_config": config.to_dict(),
+        "history": list(history),
+        "seconds": time.perf_counter() - start,
+        "num_train_videos": len(data),
+        "num_val_videos": len(val_data) if val_data is not None else 0,
+    }
+    return history, record
 
 
 def kept_epoch(history: list[dict]) -> dict:
