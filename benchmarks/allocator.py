@@ -20,7 +20,8 @@ training itself (the child's own getrusage around ``train_head``), the kernel's 
 the training CPU time, faults per optimiser step, the same over the epochs after the
 first ("later": the heap has grown to its peak by then), and the child's peak RSS. The whole
 child (imports, store loading) is also measured from the parent with
-``getrusage(RUSAGE_CHILDREN)``. Figures go to benchmarks/results/allocator.json.
+``getrusage(RUSAGE_CHILDREN)``. Figures go to benchmarks/results/allocator.json
+(allocator_<maps>x<frames>.json for another store shape).
 """
 
 from __future__ import annotations
@@ -244,7 +245,8 @@ def main() -> None:
         "steps": steps,
         "variants": results,
     }
-    save_results("allocator", record)
+    default_shape = (args.maps, args.frames) == (parser.get_default("maps"), parser.get_default("frames"))
+    save_results("allocator" if default_shape else f"allocator_{args.maps}x{args.frames}", record)
 
 
 if __name__ == "__main__":

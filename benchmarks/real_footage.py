@@ -388,7 +388,12 @@ def main() -> None:
             "features": stages.run("load maps", map_features, paths["store"], keys),
             "index": {k: i for i, k in enumerate(keys)},
         }
-    draws = [run_draw(args, k, paths, info, stages, features) for k in range(args.draws)]
+    draws = []
+    for k in range(args.draws):
+        draws.append(run_draw(args, k, paths, info, stages, features))
+        # what is done so far, in case a long run is stopped
+        partial = {"draws_done": len(draws), "summary": summarize(draws), "per_draw": draws}
+        (paths["runs"] / "partial.json").write_text(json.dumps(partial, indent=1))
     summary = summarize(draws)
     print_tables(summary, args.draws)
     record = {

@@ -41,7 +41,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--train-per-class", type=options.positive_int, default=64, help="training videos per class. Default: 64"
     )
     p.add_argument("--test-per-class", type=options.positive_int, default=12, help="test videos per class. Default: 12")
-    p.add_argument("--epochs", type=options.positive_int, default=10, help="epochs of the VideoMap head. Default: 10")
+    p.add_argument("--epochs", type=options.positive_int, default=15, help="epochs of the VideoMap head. Default: 15")
     options.add_seed(p, "seed of the generated videos and of training. Default: 0")
     p.add_argument(
         "--streams",
