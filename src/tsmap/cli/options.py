@@ -347,8 +347,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         choices=["rows", "global"],
         default="rows",
         help="how the attention branch scores frames: 'rows' scores each frame from its own content (one FC "
-        "shared by all frames); 'global' is the paper's layout read literally, one FC from every position to "
-        "every position. Default: rows",
+        "shared by all frames); 'global' is the paper's global FC, from every time position to every time "
+        "position, on the features averaged over the feature axis first. Default: rows",
     )
     p.add_argument(
         "--schedule",

@@ -18,9 +18,11 @@ layer which outputs a T dimensional vector"), in two forms:
   time), so row t of their output still describes frame t; the mean over the feature axis
   gives each frame 8 numbers, and one FC shared by all rows turns them into frame t's
   score. A frame's weight then depends on what the frame shows, wherever it is.
-- ``scoring="global"``: the paper's layout read literally: the blocks pool both axes and
-  one FC maps all T/4 x 8 numbers to T scores, a separate weight per (input position,
-  output position). Measured on the demo, its second block ends up almost all dead ReLUs
+- ``scoring="global"``: the paper's global FC, with the feature axis averaged first: the
+  blocks pool both axes, the mean over the feature axis leaves 8 x T/4 numbers, and one FC
+  maps them to T scores, a separate weight per (input position, output position). (The
+  paper's FC would read every position of the feature axis too; the mean keeps its input
+  small and is ours.) Measured on the demo, its second block ends up almost all dead ReLUs
   and a0 is the FC's bias: one profile over positions for every video, blind to content
   (README, "Temporal attention"). Kept to reproduce that, and to load heads trained before.
 

@@ -6,8 +6,8 @@ What runs (everything on stored VideoMaps; only the density store needs the vide
   ConvNet and the paper's 3-layer ConvNet, all without attention (the paper's 3-layer
   row, 55.0, is its Table III "w/o Attn." row), trained on the same maps.
 - **Table III** (attention): the 3-layer head with attention none / A0 / A1&A2 /
-  A0&A1&A2, and A0&A1&A2 with the attention branch's global FC (the paper's layout read
-  literally; the other rows score each frame by its content). The "none" row is Table
+  A0&A1&A2, and A0&A1&A2 with the attention branch's global FC (the paper's layout, with the
+  feature axis averaged before the FC; the other rows score each frame by its content). The "none" row is Table
   II's 3-layer row, trained once.
 - Each row is trained with ``seeds`` seeds (initial weights, batch order, dropout) on the
   training clips minus a validation set carved from them, which picks each head's epoch;

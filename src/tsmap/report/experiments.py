@@ -67,8 +67,8 @@ DESIGNS = {
     )
 }
 TABLE_II = ("tsn", "lstm", "alexnet", "conv1", "conv3")
-# The last row is the attention branch laid out as the paper reads literally (one FC from all
-# positions to all positions); the others score each frame by its content (videomap_head.py).
+# The last row is the paper's global attention FC (from all time positions to all, the feature
+# axis averaged first); the others score each frame by its content (videomap_head.py).
 TABLE_III = ("conv3", "A0", "A1A2", "A0A1A2", "A0A1A2-global")
 TABLE_III_LABELS = {
     "conv3": "w/o attention",
