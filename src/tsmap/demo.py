@@ -126,10 +126,46 @@ def _train_stream(store_dir: Path, run_dir: Path, configs: dict[str, TrainConfig
     steps.train(store, run_dir, list(steps.HEADS), configs, device="cpu", show_progress=False)
 
 
-def run_two_stream_demo(options: DemoOptions) -> DemoOutcome:
-    """The demo with motion classes added, both streams mapped, trained, evaluated and fused."""
+def _train_both_streams(stores: dict[str, VideoMapStore], runs: dict[str, Path], options: DemoOptions) -> None:
+    """Both heads on each stream's store; on a CPU the two streams train side by side."""
     from tsmap.frames.onnx_runtime import usable_cores
 
+    configs = demo_train_configs(options.epochs, options.seed)
+    t = time.perf_counter()
+    if steps.resolve_device(options.device) == "cpu":
+        # The two streams' heads train side by side, in a process each with half the cores:
+        # on 2 cores, one PyTorch thread per head ran 1.3-1.9x faster per map than two threads
+        # (their OpenMP threads wait for each other whenever a core is busy), and the two
+        # trainings keep both cores busy. Each process seeds itself, so results do not depend
+        # on the interleaving.
+        threads = max(1, usable_cores() // 2)
+        print(
+            "[4/6] training the VideoMap head and the TSN baseline on each stream "
+            f"(a process per stream, {threads} thread(s) each)"
+        )
+        with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+            jobs = {
+                pool.submit(_train_stream, stores[stream].root, runs[stream], configs, threads): stream
+                for stream in stores
+            }
+            for job in as_completed(jobs):
+                job.result()  # a child's error is raised here
+                print(f"  {jobs[job]} heads trained in {time.perf_counter() - t:.0f} s -> {runs[jobs[job]]}")
+    else:
+        print("[4/6] training the VideoMap head and the TSN baseline on each stream")
+        for stream, store in stores.items():
+            steps.train(
+                store,
+                runs[stream],
+                list(steps.HEADS),
+                configs,
+                device=options.device,
+                show_progress=options.show_progress,
+            )
+
+
+def run_two_stream_demo(options: DemoOptions) -> DemoOutcome:
+    """The demo with motion classes added, both streams mapped, trained, evaluated and fused."""
     out = options.out / "two_stream"
     start = time.perf_counter()
     stages: dict[str, float] = {}
@@ -170,39 +206,9 @@ def run_two_stream_demo(options: DemoOptions) -> DemoOutcome:
         failed |= {f"{key} ({stream})": reason for key, reason in summary.failed.items()}
         stages[f"extract {stream}"] = time.perf_counter() - t
 
-    configs = demo_train_configs(options.epochs, options.seed)
     runs = {stream: out / f"run_{stream}" for stream in stores}
     t = time.perf_counter()
-    if steps.resolve_device(options.device) == "cpu":
-        # The two streams' heads train side by side, in a process each with half the cores:
-        # on 2 cores, one PyTorch thread per head ran 1.3-1.9x faster per map than two threads
-        # (their OpenMP threads wait for each other whenever a core is busy), and the two
-        # trainings keep both cores busy. Each process seeds itself, so results do not depend
-        # on the interleaving.
-        threads = max(1, usable_cores() // 2)
-        print(
-            "[4/6] training the VideoMap head and the TSN baseline on each stream "
-            f"(a process per stream, {threads} thread(s) each)"
-        )
-        with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
-            jobs = {
-                pool.submit(_train_stream, stores[stream].root, runs[stream], configs, threads): stream
-                for stream in stores
-            }
-            for job in as_completed(jobs):
-                job.result()  # a child's error is raised here
-                print(f"  {jobs[job]} heads trained in {time.perf_counter() - t:.0f} s -> {runs[jobs[job]]}")
-    else:
-        print("[4/6] training the VideoMap head and the TSN baseline on each stream")
-        for stream, store in stores.items():
-            steps.train(
-                store,
-                runs[stream],
-                list(steps.HEADS),
-                configs,
-                device=options.device,
-                show_progress=options.show_progress,
-            )
+    _train_both_streams(stores, runs, options)
     stages["train both streams"] = time.perf_counter() - t
 
     print("[5/6] evaluating each stream on the test split")

@@ -144,23 +144,7 @@ def finetune(
     amp = torch.device(device).type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loss_fn = nn.CrossEntropyLoss()
-    # Everything a resumed run must share with the killed one: the starting weights (a
-    # rerun from other --weights starts afresh), the training videos, their labels and
-    # split (another split's run never continues this one), what the snippets are made
-    # of, the recipe.
-    identity = {
-        "trained_on": TrainingSet.of(data.clips, data.root, source).trained_on(),
-        "labels": labels_digest(data.clips),
-        "config": config.to_dict(),
-        "backbone": backbone_name,
-        "base_weights": weights_digest(backbone),
-        "stream": stream,
-        "flow": None if data.flow is None else [data.flow.method, data.flow.preset],
-        "num_clips": len(data),
-        "num_classes": num_classes,
-        "size": data.size,
-        "resize": data.resize,
-    }
+    identity = _identity(data, source, config, backbone, backbone_name, stream, num_classes)
     history = (
         resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device)
         if state_path
@@ -189,19 +173,11 @@ def finetune(
                 bar.update(1)
                 continue
             x, y = normalise(snippets.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(torch.device(device).type, dtype=torch.float16, enabled=amp):
-                scores = model(x)
-                loss = loss_fn(scores.float(), y)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"fine-tuning diverged at epoch {epoch + 1} (loss {loss.item()})")
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += loss.item() * len(y)
-            correct += int((scores.argmax(1) == y).sum())
+            loss, right = _step(model, x, y, optimizer, scaler, loss_fn, params, config, amp)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"fine-tuning diverged at epoch {epoch + 1} (loss {loss})")
+            total_loss += loss * len(y)
+            correct += right
             seen += len(y)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
@@ -216,6 +192,42 @@ def finetune(
     bar.close()
     model.eval()
     return model, history, skipped
+
+
+def _identity(data, source, config, backbone, backbone_name: str, stream: str, num_classes: int) -> dict:
+    """Everything a resumed run must share with the killed one: the starting weights (a rerun
+    from other --weights starts afresh), the training videos, their labels and split (another
+    split's run never continues this one), what the snippets are made of, the recipe."""
+    return {
+        "trained_on": TrainingSet.of(data.clips, data.root, source).trained_on(),
+        "labels": labels_digest(data.clips),
+        "config": config.to_dict(),
+        "backbone": backbone_name,
+        "base_weights": weights_digest(backbone),
+        "stream": stream,
+        "flow": None if data.flow is None else [data.flow.method, data.flow.preset],
+        "num_clips": len(data),
+        "num_classes": num_classes,
+        "size": data.size,
+        "resize": data.resize,
+    }
+
+
+def _step(model, x, y, optimizer, scaler, loss_fn, params, config, amp: bool) -> tuple[float, int]:
+    """One SGD step (mixed precision on CUDA); returns the batch's loss and how many it got right.
+    A non-finite loss takes no step."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
+        scores = model(x)
+        loss = loss_fn(scores.float(), y)
+    if not math.isfinite(loss.item()):
+        return loss.item(), 0
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item(), int((scores.argmax(1) == y).sum())
 
 
 def save_finetuned(
