@@ -14,10 +14,13 @@ benchmarks/results/extract.json.
 
 ``--rounds R`` alternates the backbone and the end-to-end measurements R times (each
 round on 1/R of the videos) and adds them up, so that load from other processes that
-comes and goes weighs on both. ``--background-load N`` first starts N busy processes of its own (plain Python spin
-loops, each in a session of its own as a job from another terminal would be, bounded by
-``--background-seconds`` and killed at the end), so that every path above is measured
-on cores shared with them; the figures then go to benchmarks/results/extract_loadN.json.
+comes and goes weighs on both. ``--background-load N`` first starts N busy processes of
+its own (plain Python spin loops, each in a session of its own as a job from another
+terminal would be, bounded by ``--background-seconds`` and killed at the end), so that
+every path above is measured on cores shared with them; the figures then go to
+benchmarks/results/extract_loadN.json. ``--legacy-threads`` also measures, in the same
+rounds, an engine with tsmap's thread settings before issue 16 (ONNX Runtime on every
+usable core and spinning, as many decode threads as asked).
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from machine import save_results
 from tsmap.data.datasets import folder_dataset
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 from tsmap.data.video import FrameGeometry, uniform_indices
+from tsmap.frames import onnx_runtime
 from tsmap.frames.efficientnet_lite import load_pretrained_lite0
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.onnx_runtime import busy_cores_of_others, usable_cores
+from tsmap.videomap import extract as extract_module
 from tsmap.videomap.extract import ExtractionSummary, extract_clips, extraction_settings
 from tsmap.videomap.store import VideoMapStore
 
@@ -106,6 +111,31 @@ def background_load(processes: int, seconds: float):
             proc.wait()
 
 
+@contextlib.contextmanager
+def legacy_threads():
+    """tsmap's thread settings before issue 16, for sessions made and extractions run inside the block."""
+    saved = onnx_runtime.free_cores, extract_module.free_cores, os.environ.get("TSMAP_ORT_SPINNING")
+    onnx_runtime.free_cores = onnx_runtime.usable_cores
+    extract_module.free_cores = lambda: 1 << 10  # decode threads as asked
+    os.environ["TSMAP_ORT_SPINNING"] = "1"
+    try:
+        yield
+    finally:
+        onnx_runtime.free_cores, extract_module.free_cores = saved[:2]
+        if saved[2] is None:
+            os.environ.pop("TSMAP_ORT_SPINNING", None)
+        else:
+            os.environ["TSMAP_ORT_SPINNING"] = saved[2]
+
+
+def encoder_threads(encoder: FrameEncoder) -> int | None:
+    """Intra-op threads of the encoder's ONNX Runtime session (None on the PyTorch engine)."""
+    runners = getattr(encoder, "_runners", {})
+    for runner in runners.values():
+        return runner.session.get_session_options().intra_op_num_threads
+    return None
+
+
 def peak_rss_mib() -> float:
     import resource
 
@@ -135,6 +165,11 @@ def main() -> None:
     parser.add_argument(
         "--background-seconds", type=float, default=900, help="longest the busy processes run. Default: 900"
     )
+    parser.add_argument(
+        "--legacy-threads",
+        action="store_true",
+        help="also measure tsmap's thread settings before issue 16 (ORT on every core, spinning), same rounds",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, background_load(args.background_load, args.background_seconds):
@@ -152,22 +187,38 @@ def main() -> None:
         busy = busy_cores_of_others()
         encoder = FrameEncoder(batch_size=args.batch_size, engine=args.engine, image_size=args.image_size)
         geometry = FrameGeometry(args.image_size, max(args.image_size, round(args.image_size * 256 / 224)))
-        store = VideoMapStore.create_or_open(Path(tmp) / "store", extraction_settings(encoder, args.frames, geometry))
-        # Rounds alternate the two paths, so that a load that comes and goes weighs on both alike.
+        settings = extraction_settings(encoder, args.frames, geometry)
+        policies = {"now": (encoder, contextlib.nullcontext)}
+        if args.legacy_threads:
+            with legacy_threads():
+                old = FrameEncoder(batch_size=args.batch_size, engine=args.engine, image_size=args.image_size)
+            policies["before issue 16"] = (old, legacy_threads)
+        # Rounds alternate the paths, so that a load that comes and goes weighs on all alike.
         rounds = max(1, min(args.rounds, len(clips)))
         bare_frames = min(len(clips) * args.frames // rounds, 512)
-        bare_seconds, parts = 0.0, []
+        bare_seconds = dict.fromkeys(policies, 0.0)
+        parts: dict[str, list[ExtractionSummary]] = {name: [] for name in policies}
         for r in range(rounds):
-            bare_seconds += bare_frames / bare_backbone_fps(encoder, args.image_size, frames=bare_frames)
-            part = clips[r::rounds]
-            parts.append(
-                extract_clips(
-                    part, root, store, encoder, geometry, show_progress=False, decode_workers=args.decode_workers
-                )
-            )
-        backbone = bare_frames * rounds / bare_seconds
-        summary = ExtractionSummary.combine(parts)
-        summary.seconds = sum(p.seconds for p in parts)
+            for name, (enc, context) in policies.items():
+                with context():
+                    bare_seconds[name] += bare_frames / bare_backbone_fps(enc, args.image_size, frames=bare_frames)
+                    store = VideoMapStore.create_or_open(Path(tmp) / f"store-{name}-{r}", settings)
+                    parts[name].append(
+                        extract_clips(
+                            clips[r::rounds],
+                            root,
+                            store,
+                            enc,
+                            geometry,
+                            show_progress=False,
+                            decode_workers=args.decode_workers,
+                        )
+                    )
+        backbones = {name: bare_frames * rounds / seconds for name, seconds in bare_seconds.items()}
+        summaries = {name: ExtractionSummary.combine(p) for name, p in parts.items()}
+        for name, summary in summaries.items():
+            summary.seconds = sum(p.seconds for p in parts[name])
+        summary, backbone = summaries["now"], backbones["now"]
         if summary.failed:
             raise SystemExit(f"benchmark videos failed to decode: {summary.failed}")
         peak = peak_rss_mib()
@@ -180,9 +231,22 @@ def main() -> None:
     # ConvNet inputs per second: the same as map rows/s unless videos shorter than T repeat frames.
     end_to_end = summary.encoded / summary.seconds
     rows = [
-        ("bare backbone forward", backbone),
-        ("end-to-end extraction", end_to_end),
-    ] + ([("eager loop (mmaction2-style)", eager)] if eager else [])
+        ("bare backbone forward", backbone, backbone),
+        ("end-to-end extraction", end_to_end, backbone),
+    ] + ([("eager loop (mmaction2-style)", eager, backbone)] if eager else [])
+    legacy = None
+    if args.legacy_threads:
+        name = "before issue 16"
+        legacy = {
+            "backbone_frames_per_s": backbones[name],
+            "end_to_end_frames_per_s": summaries[name].encoded / summaries[name].seconds,
+            "ort_threads": usable_cores(),
+        }
+        legacy["end_to_end_over_backbone"] = legacy["end_to_end_frames_per_s"] / legacy["backbone_frames_per_s"]
+        rows += [
+            ("backbone, threads before #16", legacy["backbone_frames_per_s"], legacy["backbone_frames_per_s"]),
+            ("end to end, threads before #16", legacy["end_to_end_frames_per_s"], legacy["backbone_frames_per_s"]),
+        ]
     print(
         f"EfficientNet-Lite0 at {args.image_size} px on {encoder.engine}, batch {args.batch_size}, "
         f"T = {args.frames}, {len(clips)} videos, {torch.get_num_threads()} threads; peak memory {peak:.0f} MiB"
@@ -192,10 +256,11 @@ def main() -> None:
         f"processes when the engine started; load average {load_start[0]:.2f} at the start, "
         f"{load_end[0]:.2f} at the end"
     )
-    print(f"{'path':<30}{'frames/s':>10}{'x backbone':>12}{'x eager':>10}")
-    for name, fps in rows:
+    print(f"ONNX Runtime threads: {encoder_threads(encoder)}; decode threads asked: {args.decode_workers}")
+    print(f"{'path':<32}{'frames/s':>10}{'x backbone':>12}{'x eager':>10}")
+    for name, fps, base in rows:
         vs_eager = f"{fps / eager:>10.2f}" if eager else f"{'-':>10}"
-        print(f"{name:<30}{fps:>10.1f}{fps / backbone:>12.2f}{vs_eager}")
+        print(f"{name:<32}{fps:>10.1f}{fps / base:>12.2f}{vs_eager}")
     record = {
         "settings": vars(args) | {"video_root": str(args.video_root) if args.video_root else None},
         "videos": len(clips),
@@ -209,6 +274,8 @@ def main() -> None:
         "cores_busy_with_others_at_start": busy,
         "load_average_start": load_start,
         "load_average_end": load_end,
+        "ort_threads": encoder_threads(encoder),
+        "before_issue_16_threads": legacy,
     }
     save_results(f"extract_load{args.background_load}" if args.background_load else "extract", record)
 

@@ -79,3 +79,24 @@ def test_spinning_comes_back_on_request(monkeypatch):
     monkeypatch.setenv("TSMAP_ORT_SPINNING", "1")
     options = onnx_runtime.make_session(_identity_model(), threads=1).get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
+@pytest.mark.parametrize(("free", "asked", "used"), [(1, 2, 1), (2, 2, 2), (8, 2, 2), (1, 0, 1)])
+def test_decode_threads_fit_the_free_cores(monkeypatch, free, asked, used):
+    from types import SimpleNamespace
+
+    from tsmap.data.video import FrameGeometry
+    from tsmap.videomap import extract
+
+    seen = []
+
+    class Pool(extract.ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            seen.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(extract, "free_cores", lambda: free)
+    monkeypatch.setattr(extract, "ThreadPoolExecutor", Pool)
+    store = SimpleNamespace(has=lambda key: True, num_frames=4)
+    extract.extract_clips([], None, store, None, FrameGeometry(32, 36), show_progress=False, decode_workers=asked)
+    assert seen == [used]
