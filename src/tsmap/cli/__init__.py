@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     A bad option value exits through argparse (SystemExit 2, one line on stderr).
     """
     args = build_parser().parse_args(argv)
+    # Before PyTorch allocates anything: large training buffers stay mapped between steps
+    # (BENCHMARKS.md, "Allocator"); TSMAP_NO_MALLOC_TUNING=1 turns it off.
+    from tsmap.malloc import tune_malloc
+
+    tune_malloc()
     try:
         return run_command(args)
     except KeyboardInterrupt:
