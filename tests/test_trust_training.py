@@ -141,7 +141,7 @@ def _make_store(root, videos, image_size: int = 64, frames: int = T) -> VideoMap
     }
     settings = MapSettings(frames=frames, feature_dim=L, image_size=image_size, resize=image_size)
     store = VideoMapStore.create_or_open(root, settings, source=spec)
-    for split, rows in lines.items():
+    for rows in lines.values():
         for row in rows:
             key, label = row.split()
             m = rng.normal(0, 1, (frames, L)).astype(np.float32)
@@ -200,3 +200,14 @@ def test_evaluate_counts_what_it_scored_and_refuses_heads_trained_on_test_videos
     with pytest.raises(StoreError, match="trained on 1 of the"):
         steps.evaluate(store, run)
     assert (run / "results.json").read_bytes() == before
+
+
+def test_the_evaluate_table_says_how_many_listed_videos_it_scored(tmp_path):
+    from tsmap.steps.tables import format_table
+
+    store = _make_store(tmp_path / "s", tmp_path / "videos")
+    run = tmp_path / "run"
+    steps.train(store, run, ["tsn"], _config(), show_progress=False)
+    store.path_of("c2/v09.mp4").unlink()
+    table = format_table(steps.evaluate(store, run))
+    assert table.splitlines()[-1].startswith(f"scored {CLASSES * 3 - 1} of {CLASSES * 3} test videos (1 have no")

@@ -20,9 +20,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--run", type=options.folder, required=True, help="run folder made by `tsmap train`")
     p.add_argument(
         "--subset",
-        choices=["test", "train"],
+        choices=["test", "val", "train"],
         default="test",
-        help="which part of the split to score: test or train. Default: test",
+        help="which videos to score: test, val (the validation videos the heads held out) or train. Default: test",
     )
     options.add_device(p)
     options.add_quiet(p)

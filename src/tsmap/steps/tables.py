@@ -41,7 +41,16 @@ def format_table(results: dict) -> str:
     for kind, figures in heads.items():
         cells = "".join(f"{figures[k] * 100:>19.1f}%" if figures.get(k) is not None else f"{'-':>20}" for k in keys)
         lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}")
-    return "\n".join(lines)
+    return "\n".join([*lines, scored_line(results)])
+
+
+def scored_line(results: dict) -> str:
+    """How many of the listed videos were scored: figures over a subset must say so."""
+    listed = results.get("num_listed", results["num_videos"])
+    line = f"scored {results['num_videos']} of {listed} {results['split']} videos"
+    if results["num_videos"] < listed:
+        line += f" ({listed - results['num_videos']} have no VideoMap: listed in results.json as missing_videos)"
+    return line
 
 
 def format_splits_table(summary: dict) -> str:
