@@ -118,9 +118,13 @@ def run_demo(options: DemoOptions) -> DemoOutcome:
 
 
 def _train_stream(store_dir: Path, run_dir: Path, configs: dict[str, TrainConfig], threads: int) -> None:
-    """Both heads on one stream's store, on CPU with ``threads`` PyTorch threads (run in a child process)."""
+    """Both heads on one stream's store, on CPU with ``threads`` PyTorch threads (run in a
+    spawned child process, which does not inherit the parent's malloc settings)."""
     import torch
 
+    from tsmap.malloc import tune_malloc
+
+    tune_malloc()
     torch.set_num_threads(threads)
     store = VideoMapStore.open(store_dir)
     steps.train(store, run_dir, list(steps.HEADS), configs, device="cpu", show_progress=False)
