@@ -1,7 +1,7 @@
 """End-to-end extraction frames/s next to the bare backbone forward and an eager loop, in one run.
 
     python benchmarks/extract.py [--videos 48] [--frames 64] [--image-size 224] [--engine auto]
-                                 [--background-load N]
+                                 [--rounds R] [--background-load N] [--legacy-threads]
 
 Generates demo videos (or reads --video-root), then measures
   backbone    FrameEncoder.encode on frames already in memory (the ceiling)
@@ -16,8 +16,9 @@ benchmarks/results/extract.json.
 round on 1/R of the videos) and adds them up, so that load from other processes that
 comes and goes weighs on both. ``--background-load N`` first starts N busy processes of
 its own (plain Python spin loops, each in a session of its own as a job from another
-terminal would be, bounded by ``--background-seconds`` and killed at the end), so that
-every path above is measured on cores shared with them; the figures then go to
+terminal would be, bounded by ``--background-seconds`` and killed at the end) and waits
+``--background-warmup`` seconds, so that every path above is measured on cores shared
+with a job that has been running a while; the figures then go to
 benchmarks/results/extract_loadN.json. ``--legacy-threads`` also measures, in the same
 rounds, an engine with tsmap's thread settings before issue 16 (ONNX Runtime on every
 usable core and spinning, as many decode threads as asked).
@@ -94,15 +95,19 @@ SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() 
 
 
 @contextlib.contextmanager
-def background_load(processes: int, seconds: float):
-    """``processes`` busy Python loops for the duration of the block (each stops by itself after ``seconds``)."""
+def background_load(processes: int, seconds: float, warmup: float = 0.5):
+    """``processes`` busy Python loops for the duration of the block (each stops by itself after ``seconds``).
+
+    The block starts ``warmup`` seconds after them: tsmap counts a job that competes for
+    the cores only once the 1-minute load average shows it (60 s: 0.63 of it).
+    """
     procs = [
         subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=seconds)], start_new_session=True)
         for _ in range(processes)
     ]
     try:
         if procs:
-            time.sleep(0.5)  # let them start spinning
+            time.sleep(warmup)
         yield procs
     finally:
         for proc in procs:
@@ -166,13 +171,23 @@ def main() -> None:
         "--background-seconds", type=float, default=900, help="longest the busy processes run. Default: 900"
     )
     parser.add_argument(
+        "--background-warmup",
+        type=float,
+        default=60,
+        help="seconds the busy processes run before the measurements, as a job that has been running a while. "
+        "Default: 60",
+    )
+    parser.add_argument(
         "--legacy-threads",
         action="store_true",
         help="also measure tsmap's thread settings before issue 16 (ORT on every core, spinning), same rounds",
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, background_load(args.background_load, args.background_seconds):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        background_load(args.background_load, args.background_seconds, args.background_warmup),
+    ):
         root = args.video_root
         if root is None:
             per_class = max(1, args.videos // 12)

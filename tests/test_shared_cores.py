@@ -13,7 +13,7 @@ def no_cache(monkeypatch):
     return onnx_runtime
 
 
-def _fake_stat(monkeypatch, ticks: list[tuple[int, int]], own_cpu: list[float], cores: int = 2):
+def _fake_stat(monkeypatch, ticks: list[tuple[int, int]], own_cpu: list[float], cores: int = 2, load: float = 9.0):
     """/proc/stat gives ``ticks`` (busy, all) in turn, this process uses ``own_cpu`` seconds in turn."""
     ticks, own_cpu = list(ticks), list(own_cpu)
     monkeypatch.setattr(onnx_runtime, "_cpu_ticks", lambda: ticks.pop(0))
@@ -21,6 +21,7 @@ def _fake_stat(monkeypatch, ticks: list[tuple[int, int]], own_cpu: list[float], 
     monkeypatch.setattr(onnx_runtime.time, "sleep", lambda s: None)
     monkeypatch.setattr(onnx_runtime.os, "sysconf", lambda name: 100)
     monkeypatch.setattr(onnx_runtime, "usable_cores", lambda: cores)
+    monkeypatch.setattr(onnx_runtime.os, "getloadavg", lambda: (load, load, load))
 
 
 def test_busy_cores_of_others_takes_away_this_process(no_cache, monkeypatch):
@@ -28,6 +29,13 @@ def test_busy_cores_of_others_takes_away_this_process(no_cache, monkeypatch):
     _fake_stat(monkeypatch, [(1000, 5000), (1150, 5200)], [10.0, 10.5])
     assert no_cache.busy_cores_of_others() == pytest.approx(1.0)
     assert no_cache.free_cores() == 1  # the sample is reused (nothing more to pop)
+
+
+def test_a_blip_the_load_average_does_not_confirm_is_not_counted(no_cache, monkeypatch):
+    # Both cores busy with others during the sample, but a 1-minute load of 0.3.
+    _fake_stat(monkeypatch, [(1000, 5000), (1200, 5200)], [3.0, 3.0], load=0.3)
+    assert no_cache.busy_cores_of_others() == pytest.approx(0.3)
+    assert no_cache.free_cores() == 2
 
 
 def test_idle_machine_leaves_every_core(no_cache, monkeypatch):

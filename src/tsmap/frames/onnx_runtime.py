@@ -122,11 +122,13 @@ _busy_sample: tuple[float, float] | None = None  # (time.monotonic() of the samp
 
 
 def busy_cores_of_others(sample_s: float = BUSY_SAMPLE_S) -> float:
-    """Cores of this process's CPUs that other processes keep busy now (0.0 where unknown).
+    """Cores of this process's CPUs that other processes keep busy (0.0 where unknown).
 
     Watches /proc/stat for ``sample_s`` and takes away this process's own CPU time over
-    the same interval (all its threads). Unlike the load average, which trails a new job
-    by about a minute and counts this process's own threads, it sees the machine as it is.
+    the same interval (all its threads), then keeps at most the 1-minute load average:
+    a job has to be both busy now and busy for a while to count, so that a blip during
+    the sample (a short command, our own children exiting) does not cost a thread for
+    the whole run. A job started less than ~30 s ago is not counted yet.
     """
     global _busy_sample
     now = time.monotonic()
@@ -141,6 +143,10 @@ def busy_cores_of_others(sample_s: float = BUSY_SAMPLE_S) -> float:
         return 0.0
     own_ticks = own * os.sysconf("SC_CLK_TCK")
     busy = max(0.0, (second[0] - first[0] - own_ticks) / (second[1] - first[1]) * usable_cores())
+    try:
+        busy = min(busy, os.getloadavg()[0])
+    except (OSError, AttributeError):  # pragma: no cover - no load average
+        pass
     _busy_sample = (now, busy)
     return busy
 
