@@ -2,7 +2,7 @@
 
     python benchmarks/real_footage.py [--out real-footage] [--per-class 60] [--frames 64]
         [--image-size 160] [--draws 3] [--epochs E] [--train-args "--lr 0.005 ..."] [--tag NAME]
-        [--skip-build] [--skip-extract] [--no-probes] [--no-heads]
+        [--flow] [--skip-build] [--skip-extract] [--no-probes] [--no-heads]
 
 Needs scikit-image (its photographs; ``pip install scikit-image``) and, optionally, Debian's
 opencv-doc (``apt-get install opencv-doc``: its sample videos give the play_forward /
@@ -59,6 +59,13 @@ METHODS = {
     "tsn": "TSN (25-frame average)",
     "probe_chunks": "probe: 4 ordered chunks",
     "probe_mean": "probe: map mean",
+    # with --flow: the flow stream, the two streams fused (`tsmap fuse`), the probe on both
+    "videomap_flow": "VideoMap head, flow",
+    "tsn_flow": "TSN, flow",
+    "videomap_fused": "VideoMap head, RGB+flow",
+    "tsn_fused": "TSN, RGB+flow",
+    "probe_chunks_flow": "probe: 4 chunks, flow",
+    "probe_chunks_fused": "probe: 4 chunks, RGB+flow",
 }
 SUBSETS = ("train", "val", "test")
 LAMBDAS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
@@ -126,7 +133,7 @@ def extraction_settings(args: argparse.Namespace, store: Path) -> dict:
     return {"frames": args.frames, "image_size": args.image_size, "resize": resize}
 
 
-def extract(args, videos: Path, store: Path, train_list: Path, test_list: Path, log: Path) -> str:
+def extract(args, videos: Path, store: Path, train_list: Path, test_list: Path, log: Path, stream: str = "rgb") -> str:
     """``tsmap extract`` with these lists: maps what is missing and records the lists as the split."""
     s = extraction_settings(args, store)
     # Python's own flags for the list paths: relative paths are read from the current folder.
@@ -143,6 +150,7 @@ def extract(args, videos: Path, store: Path, train_list: Path, test_list: Path, 
         "--image-size", str(s["image_size"]),
         "--resize", str(s["resize"]),
         "--engine", args.engine,
+        "--stream", stream,
     )  # fmt: skip
 
 
@@ -181,15 +189,15 @@ def figures(scores: np.ndarray, labels: np.ndarray, classes: list[str], pairs: l
     return out
 
 
-def head_scores(run: Path, classes: list[str], pairs: list[list[str]]) -> dict[str, dict]:
-    """Figures of every head from the scores ``tsmap evaluate`` just wrote to ``run``."""
+def head_scores(run: Path, classes: list[str], pairs: list[list[str]], prefix: str = "scores_") -> dict[str, dict]:
+    """Figures of every head from the scores ``tsmap evaluate`` (or ``tsmap fuse``) just wrote to ``run``."""
     keys = json.loads((run / "scores_keys.json").read_text())
     labels = np.array(keys["labels"])
     if keys["classes"] != classes:
         fail(f"{run}: classes {keys['classes']} differ from the dataset's {classes}")
     out = {}
     for head in ("videomap", "tsn"):
-        path = run / f"scores_{head}.npy"
+        path = run / f"{prefix}{head}.npy"
         if path.is_file():
             out[head] = figures(np.load(path), labels, classes, pairs) | {"videos": len(labels)}
     return out
@@ -251,6 +259,15 @@ def probe(features: np.ndarray, index: dict[str, int], split_keys: dict, split_l
 
 
 # -- one draw ------------------------------------------------------------------------------
+def train_heads(args, store: Path, run: Path, log: Path, stages: Stages, result: dict, suffix: str) -> None:
+    """``tsmap train --head both`` with tsmap's defaults plus ``--epochs`` and ``--train-args``."""
+    train_cmd = ["train", "--store", str(store), "--run", str(run), "--head", "both"]
+    train_cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
+    train_cmd += shlex.split(args.train_args)
+    out = stages.run("train heads", tsmap, log, *train_cmd)
+    result[f"train_log{suffix}"] = [line for line in out.splitlines() if "epochs, final loss" in line]
+
+
 def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: dict | None) -> dict:
     classes, pairs = info["classes"], info["order_pairs"]
     lists = paths["splits"] / f"draw{k}"
@@ -259,23 +276,28 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
     log = run / "tsmap.log"
     result: dict = {m: {} for m in METHODS}
     if not args.no_heads:
-        v, s = paths["videos"], paths["store"]
-        stages.run("point store at train/val", extract, args, v, s, lists / "train.txt", lists / "val.txt", log)
-        train_cmd = ["train", "--store", str(s), "--run", str(run), "--head", "both"]
-        train_cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
-        train_cmd += shlex.split(args.train_args)
-        out = stages.run("train heads", tsmap, log, *train_cmd)
-        result["train_log"] = [line for line in out.splitlines() if "epochs, final loss" in line]
-        stages.run("evaluate", tsmap, log, "evaluate", "--store", str(s), "--run", str(run), "--subset", "train")
-        for head, fig in head_scores(run, classes, pairs).items():
-            result[head]["train"] = fig
-        stages.run("evaluate", tsmap, log, "evaluate", "--store", str(s), "--run", str(run))
-        for head, fig in head_scores(run, classes, pairs).items():
-            result[head]["val"] = fig
-        stages.run("point store at train/test", extract, args, v, s, lists / "train.txt", lists / "test.txt", log)
-        stages.run("evaluate", tsmap, log, "evaluate", "--store", str(s), "--run", str(run))
-        for head, fig in head_scores(run, classes, pairs).items():
-            result[head]["test"] = fig
+        streams = [("", paths["store"], run, "rgb")]
+        if args.flow:
+            streams.append(("_flow", paths["flow_store"], run / "flow", "flow"))
+        for subset in SUBSETS:
+            for suffix, store, stream_run, kind in streams:
+                if subset != "val":  # train and val: the store points at train/val; test: at train/test
+                    held = "test" if subset == "test" else "val"
+                    stages.run(
+                        f"point {kind} store at train/{held}",
+                        extract, args, paths["videos"], store, lists / "train.txt", lists / f"{held}.txt", log, kind,
+                    )  # fmt: skip
+                if subset == "train":
+                    train_heads(args, store, stream_run, log, stages, result, suffix)
+                extra = ["--subset", "train"] if subset == "train" else []
+                stages.run("evaluate", tsmap, log, "evaluate", "--store", str(store), "--run", str(stream_run), *extra)
+                for head, fig in head_scores(stream_run, classes, pairs).items():
+                    result[head + suffix][subset] = fig
+            if args.flow:
+                fused = run / f"fused-{subset}"
+                stages.run("fuse", tsmap, log, "fuse", "--runs", str(run), str(run / "flow"), "--out", str(fused))
+                for head, fig in head_scores(fused, classes, pairs, prefix="scores_fusion_").items():
+                    result[head + "_fused"][subset] = fig
     if features is not None:
         split_keys, split_labels = {}, {}
         for subset in SUBSETS:
@@ -345,6 +367,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="tsmap train --epochs (default: tsmap's)")
     p.add_argument("--train-args", default="", help='more `tsmap train` options, e.g. "--lr 0.005 --lr-step 300"')
     p.add_argument("--tag", default=None, help="name of this recipe's runs and results entry")
+    p.add_argument(
+        "--flow",
+        action="store_true",
+        help="also the flow stream (OUT/store-flow, `tsmap extract --stream flow`), its heads and probe, "
+        "and both streams fused (`tsmap fuse`, RGB : flow = 1 : 1.5)",
+    )
     p.add_argument("--skip-build", action="store_true", help="use OUT/videos as it is")
     p.add_argument("--skip-extract", action="store_true", help="use OUT/store as it is")
     p.add_argument("--no-heads", action="store_true", help="probes only")
@@ -356,9 +384,11 @@ def main() -> None:
     p.add_argument("--opencv-doc", default=str(rfd.OPENCV_DOC), help="opencv-doc's folder, or 'none'")
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/real_footage.json")
     args = p.parse_args()
-    tag = args.tag or slug(" ".join(filter(None, [f"epochs {args.epochs}" if args.epochs else "", args.train_args])))
+    parts = [f"epochs {args.epochs}" if args.epochs else "", args.train_args, "flow" if args.flow else ""]
+    tag = args.tag or slug(" ".join(filter(None, parts)))
     out = args.out.resolve()
     paths = {"videos": out / "videos", "store": out / "store", "splits": out / "splits", "runs": out / "runs" / tag}
+    paths["flow_store"] = out / "store-flow"
     paths["runs"].mkdir(parents=True, exist_ok=True)
     stages = Stages()
     started, load_start = time.perf_counter(), loadavg()
@@ -381,6 +411,10 @@ def main() -> None:
             "extract", extract, args, paths["videos"], paths["store"], first / "trainval.txt", first / "test.txt", log
         )
         print("\n".join(line for line in text.splitlines() if line.startswith("extraction")))
+        if args.flow:
+            lists = (first / "trainval.txt", first / "test.txt")
+            text = stages.run("extract flow", extract, args, paths["videos"], paths["flow_store"], *lists, log, "flow")
+            print("\n".join(line for line in text.splitlines() if line.startswith("extraction")))
     features = None
     if not args.no_probes:
         keys = [r["path"] for r in info["videos_list"]]
@@ -388,6 +422,11 @@ def main() -> None:
             "features": stages.run("load maps", map_features, paths["store"], keys),
             "index": {k: i for i, k in enumerate(keys)},
         }
+        if args.flow:
+            flow = stages.run("load flow maps", map_features, paths["flow_store"], keys)
+            features["features"]["probe_chunks_flow"] = flow["probe_chunks"]
+            both = np.concatenate([features["features"]["probe_chunks"], flow["probe_chunks"]], axis=1)
+            features["features"]["probe_chunks_fused"] = both
     draws = []
     for k in range(args.draws):
         draws.append(run_draw(args, k, paths, info, stages, features))

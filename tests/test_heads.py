@@ -138,6 +138,18 @@ def test_standardizer_centres_columns_and_shares_one_scale():
     assert 0.9 < out[..., 1:].std() < 1.1
 
 
+def test_standardizer_column_scale_gives_every_column_unit_variance():
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.randn(64, T, L, generator=gen) * torch.linspace(0.1, 5.0, L) + 3.0
+    head = VideoMapHead(3, T, L, scale="column")
+    head.standardize.fit([maps])
+    out = head.standardize(maps)
+    assert head.config["scale"] == "column"
+    torch.testing.assert_close(out.std(dim=(0, 1)), torch.ones(L), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        VideoMapHead(3, T, L, scale="row")
+
+
 def test_row_attention_weighs_a_frame_by_its_content_wherever_it_is():
     # Per-row scoring: a frame's score depends on the frames within the branch's receptive
     # field (6 rows either side: two 5-row convs, two 3-row pools) and not on its position,

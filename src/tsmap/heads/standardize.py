@@ -25,10 +25,18 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+SCALES = ("shared", "column")
+
 
 class FeatureStandardizer(nn.Module):
-    def __init__(self, feature_dim: int):
+    """``scale="shared"``: one scale for every column (the default, above); ``"column"``: each
+    column divided by its own standard deviation (kept as an option for comparisons)."""
+
+    def __init__(self, feature_dim: int, scale: str = "shared"):
         super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        self.scale = scale
         self.register_buffer("mean", torch.zeros(feature_dim))
         self.register_buffer("std", torch.ones(feature_dim))
 
@@ -48,7 +56,10 @@ class FeatureStandardizer(nn.Module):
         mean = total / count
         var = (squares / count - mean * mean).clamp_min(0) * count / (count - 1)
         self.mean.copy_(mean.float())
-        self.std.fill_(float(var.mean().sqrt().clamp_min(1e-3)))
+        if self.scale == "column":
+            self.std.copy_(var.sqrt().clamp_min(1e-3).float())
+        else:
+            self.std.fill_(float(var.mean().sqrt().clamp_min(1e-3)))
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return (maps - self.mean) / self.std

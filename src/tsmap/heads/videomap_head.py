@@ -352,6 +352,7 @@ class VideoMapHead(nn.Module):
         attention: str = "A0A1A2",
         dropout: float = 0.5,
         attention_scoring: str = "rows",
+        scale: str = "shared",
     ):
         super().__init__()
         if attention not in ATTENTION_VARIANTS:
@@ -366,10 +367,11 @@ class VideoMapHead(nn.Module):
             "attention": attention,
             "dropout": dropout,
             "attention_scoring": attention_scoring,
+            "scale": scale,
         }
         self.num_frames = num_frames
         self.use = {"A0": "A0" in attention, "A1": "A1" in attention, "A2": "A2" in attention}
-        self.standardize = FeatureStandardizer(feature_dim)
+        self.standardize = FeatureStandardizer(feature_dim, scale)
         c1, c2, c3 = HEAD_WIDTHS
         self.block1, self.block2, self.block3 = conv_block(1, c1), conv_block(c1, c2), conv_block(c2, c3)
         self.attention = TemporalAttention(num_frames, attention_scoring) if attention != "none" else None

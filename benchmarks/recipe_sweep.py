@@ -1,0 +1,183 @@
+"""Training recipes compared on the real-footage benchmark's VALIDATION videos, in one process.
+
+    python benchmarks/recipe_sweep.py --out real-footage [--draws 3] [--candidates NAME ...]
+        [--stores store,flow-store] [--tag NAME]
+
+Needs a folder made by ``benchmarks/real_footage.py`` (its ``store`` and ``splits/draw<k>``).
+For each draw and candidate it does what ``tsmap train`` does, without the subprocesses: the
+head is built by ``create_head``, trained by ``train_head`` on the draw's train.txt less the
+validation part that ``tsmap train`` carves itself (``--val-fraction``, 0.1) to keep its best
+epoch, then scored on the draw's val.txt. The test lists are never read: this is the place
+to choose recipes. Prints validation top-1 (mean +- std over the draws), per pair, the
+kept epoch and the wall time, and writes them to ``benchmarks/results/recipe_sweep.json``.
+
+``--stores store,store-flow`` (an RGB and a flow store of the same videos, see
+``real_footage.py --flow``) trains a head on each and fuses their raw validation scores
+with ``--weights`` (RGB : flow = 1 : 1.5), as ``tsmap fuse`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from machine import RESULTS, machine_record, save_results
+from real_footage import figures, read_lists
+from torch.utils.data import Dataset
+
+from tsmap.data.clips import Clip
+from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
+from tsmap.evaluation.fusion import TSN_WEIGHTS, fuse_scores
+from tsmap.heads import create_head
+from tsmap.train_config import recipe
+from tsmap.training import score_maps, train_head
+
+# name -> (head, head options, recipe name, TrainConfig overrides)
+DEMO = {"epochs": 15, "batch_size": 16, "lr": 0.005, "weight_decay": 2e-3}  # the demo's recipe (demo.py)
+CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
+    "cosine": ("videomap", {}, "cosine", {}),
+    "cosine_b16": ("videomap", {}, "cosine", {"batch_size": 16, "lr": 0.005}),
+    "demo15": ("videomap", {}, "cosine", DEMO),
+    "demo15_fdrop0.3": ("videomap", {}, "cosine", DEMO | {"feature_dropout": 0.3}),
+    "demo15_mixup0.2": ("videomap", {}, "cosine", DEMO | {"mixup": 0.2}),
+    "demo15_ls0.1": ("videomap", {}, "cosine", DEMO | {"label_smoothing": 0.1}),
+    "demo15_tcrop0.7": ("videomap", {}, "cosine", DEMO | {"temporal_crop": 0.7}),
+    "demo15_noatt": ("videomap", {"attention": "none"}, "cosine", DEMO),
+    "demo15_global": ("videomap", {"attention_scoring": "global"}, "cosine", DEMO),
+    "demo15_colscale": ("videomap", {"scale": "column"}, "cosine", DEMO),
+    "tsn_cosine": ("tsn", {}, "cosine", {}),
+    "tsn_demo15": ("tsn", {}, "cosine", DEMO),
+}
+
+
+class Maps(Dataset):
+    """(T x L float32 map, label) of ``clips`` from one store, read once."""
+
+    def __init__(self, store: Path, clips: list[Clip]):
+        self.clips = clips
+        self.labels = np.array([c.label for c in clips], dtype=np.int64)
+        self.maps = [torch.from_numpy(np.load(store / "maps" / f"{c.key}.npy")).float() for c in clips]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.maps[i], int(self.labels[i])
+
+
+def train_one(name: str, store: Path, subsets: dict[str, list[Clip]], num_classes: int, epochs: int | None) -> dict:
+    """Train candidate ``name`` on one store as ``tsmap train`` would; scores on train and val."""
+    head, options, base, overrides = CANDIDATES[name]
+    config = recipe(base, **overrides, **({"epochs": epochs} if epochs else {}))
+    fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
+    data, held_data, val_data = Maps(store, fit), Maps(store, held), Maps(store, subsets["val"])
+    num_frames, feature_dim = data.maps[0].shape
+    torch.manual_seed(config.seed)
+    model = create_head(head, num_classes, num_frames, feature_dim, **options)
+    start = time.perf_counter()
+    history = train_head(model, data, config, show_progress=False, val_data=held_data)
+    seconds = time.perf_counter() - start
+    kept = next((r for r in history if r.get("kept")), history[-1])
+    return {
+        "val_scores": score_maps(model, val_data),
+        "train_scores": score_maps(model, data),
+        "kept_epoch": kept.get("epoch"),
+        "epochs_run": len(history),
+        "seconds": seconds,
+        "config": dataclasses.asdict(config),
+    }
+
+
+def run_candidate(name: str, stores: list[Path], lists: Path, classes: list[str], pairs, epochs, weights) -> dict:
+    """One draw: a head per store, their validation scores fused (raw scores, ``weights``) when several."""
+    subsets = {}
+    for subset in ("train", "val"):
+        keys, labels = read_lists(lists / f"{subset}.txt", classes)
+        subsets[subset] = [Clip(k, int(y)) for k, y in zip(keys, labels, strict=True)]
+    streams = [train_one(name, store, subsets, len(classes), epochs) for store in stores]
+    labels = streams[0]["val_scores"][1]
+    train_labels = streams[0]["train_scores"][1]
+    val = fuse_scores([s["val_scores"][0] for s in streams], weights[: len(streams)] if len(streams) > 1 else [1.0])
+    train = fuse_scores([s["train_scores"][0] for s in streams], weights[: len(streams)] if len(streams) > 1 else [1.0])
+    out = {
+        "val": figures(val, labels, classes, pairs),
+        "train_top1": float(np.mean(train.argmax(1) == train_labels)),
+        "kept_epoch": [s["kept_epoch"] for s in streams],
+        "epochs_run": [s["epochs_run"] for s in streams],
+        "seconds": sum(s["seconds"] for s in streams),
+        "config": streams[0]["config"],
+        "head": CANDIDATES[name][0],
+        "options": CANDIDATES[name][1],
+    }
+    if len(streams) > 1:
+        out["val_per_stream"] = [float(np.mean(s["val_scores"][0].argmax(1) == labels)) for s in streams]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="folder made by benchmarks/real_footage.py")
+    p.add_argument(
+        "--stores",
+        default="store",
+        help="store folder(s) under OUT, comma-separated (default store); with two (RGB, flow) a head is "
+        "trained on each and their raw validation scores are fused, as `tsmap fuse` does",
+    )
+    p.add_argument("--weights", type=float, nargs="+", default=list(TSN_WEIGHTS), help="fusion weights (1 1.5)")
+    p.add_argument("--draws", type=int, default=3, help="split draws (default 3)")
+    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    p.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs")
+    p.add_argument("--tag", default=None, help="results entry name (default: the stores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-save", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    info = json.loads((args.out / "videos" / "dataset.json").read_text())
+    classes, pairs = info["classes"], info["order_pairs"]
+    stores = [args.out / s for s in args.stores.split(",")]
+    results: dict[str, list[dict]] = {}
+    for name in args.candidates:
+        for k in range(args.draws):
+            lists = args.out / "splits" / f"draw{k}"
+            r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights)
+            results.setdefault(name, []).append(r)
+            groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
+            print(
+                f"{name:24s} draw {k}: val {r['val']['top1'] * 100:5.1f} train {r['train_top1'] * 100:5.1f} "
+                f"kept {r['kept_epoch']}/{r['epochs_run']} {r['seconds']:.0f}s | {groups}",
+                flush=True,
+            )
+    print(f"\n{'candidate':24s} {'val top-1':>12s} {'train':>7s}  per group (val)")
+    summary = {}
+    for name, draws in results.items():
+        top1 = np.array([d["val"]["top1"] for d in draws]) * 100
+        groups = {g: float(np.mean([d["val"]["groups"][g] for d in draws]) * 100) for g in draws[0]["val"]["groups"]}
+        train = float(np.mean([d["train_top1"] for d in draws]) * 100)
+        std = float(top1.std(ddof=1)) if len(top1) > 1 else 0.0
+        summary[name] = {
+            "val_top1_mean": float(top1.mean()),
+            "val_top1_std": std,
+            "train_top1": train,
+            "groups": groups,
+        }
+        cells = " ".join(f"{g}={v:.0f}" for g, v in groups.items())
+        print(f"{name:24s} {top1.mean():5.1f} ± {std:4.1f} {train:7.1f}  {cells}")
+    if not args.no_save:
+        tag = args.tag or args.stores + (f"_epochs{args.epochs}" if args.epochs else "")
+        path = RESULTS / "recipe_sweep.json"
+        runs = json.loads(path.read_text())["runs"] if path.is_file() else {}
+        entry = runs.setdefault(tag, {"stores": args.stores, "candidates": {}})
+        for name, stats in summary.items():
+            entry["candidates"][name] = stats | {"draws": results[name], "machine": machine_record()}
+        save_results("recipe_sweep", {"runs": runs})
+
+
+if __name__ == "__main__":
+    main()
