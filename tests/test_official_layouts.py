@@ -102,3 +102,35 @@ def test_list_dataset_end_to_end(tiny_demo, tmp_path, capsys):
     assert "needs --train-list and --test-list" in capsys.readouterr().err
     per_class = results["heads"]["videomap"]["per_class_accuracy"]
     assert len(per_class) == len(classes) and all(a is None or 0 <= a <= 1 for a in per_class)
+
+def test_per_split_stores_give_the_mean_over_splits(tmp_path, capsys):
+    # A fine-tuned ConvNet needs one store per split (`extract --split N`); evaluate takes them
+    # in the order of --splits and still writes the mean over the splits.
+    splits = tmp_path / "splits"
+    shutil.copytree(FIXTURES, splits)
+    for path in splits.glob("*_test_split2.txt"):  # the fixture carries splits 1 and 2
+        shutil.copy(path, splits / path.name.replace("split2", "split3"))
+    videos = tmp_path / "hmdb51"
+    everything = official_dataset("hmdb51", videos, splits, None).clips()
+    for i, clip in enumerate(everything):
+        write_test_video(videos / clip.key, moving_square_frames(12, seed=i), lossless=False)
+    run, stores = tmp_path / "run", {}
+    data = ["--dataset", "hmdb51", "--videos", str(videos), "--splits", str(splits)]
+    for split in ("1", "2"):
+        stores[split] = str(tmp_path / f"store{split}")
+        assert main(["--quiet", "extract", *data, "--split", split, "--store", stores[split], *TINY_MAPS]) == 0
+        train = ["--quiet", "train", "--store", stores[split], "--split", split, "--run", str(run), "--epochs", "1"]
+        assert main(train) == 0
+    capsys.readouterr()
+    evaluate = ["--quiet", "evaluate", "--run", str(run), "--store", stores["1"], stores["2"], "--splits", "1", "2"]
+    assert main(evaluate) == 0
+    mean = json.loads((run / "results_mean.json").read_text())
+    assert mean["splits"] == [1, 2]
+    for s in (1, 2):
+        results = json.loads((run / f"split{s}" / "results.json").read_text())
+        assert results["num_videos"] == len(official_dataset("hmdb51", videos, splits, s).clips("test"))
+    # Two stores for one split, or the same split twice, are one clear line each.
+    assert main(["evaluate", "--run", str(run), "--store", stores["1"], stores["2"], "--splits", "1"]) == 2
+    assert "one per split" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(run), "--store", stores["1"], "--splits", "1", "1"]) == 2
+    assert "each split once" in capsys.readouterr().err

@@ -31,15 +31,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from tsmap import steps
+    from tsmap.cli.errors import UsageError
     from tsmap.fileio import write_json
     from tsmap.steps import tables
     from tsmap.videomap.store import VideoMapStore
 
-    store = VideoMapStore.open(args.store)
+    if len(args.store) not in (1, len(args.split)):
+        raise UsageError(
+            f"--store: give one store, or one per split of --splits ({len(args.split)}), not {len(args.store)}"
+        )
+    if len(set(args.split)) != len(args.split):
+        raise UsageError(f"--splits: each split once, got {' '.join(map(str, args.split))}")
+    opened = [VideoMapStore.open(s) for s in args.store]
+    stores = dict(zip(args.split, opened if len(opened) > 1 else opened * len(args.split), strict=True))
     for split in args.split:
-        options.check_writable(steps.run_folder(args.run, store, split), "--run")
+        options.check_writable(steps.run_folder(args.run, stores[split], split), "--run")
     per_split = {}
     for split in args.split:
+        store = stores[split]
         run_dir = steps.run_folder(args.run, store, split)
         per_split[split] = steps.evaluate(store, run_dir, split=args.subset, device=args.device, official_split=split)
         if len(args.split) > 1:

@@ -305,8 +305,15 @@ def add_frame_geometry(p: argparse.ArgumentParser) -> None:
 
 
 def add_store(p: argparse.ArgumentParser, several_splits: bool = False) -> None:
-    p.add_argument("--store", type=folder, required=True, help="VideoMap store made by `tsmap extract`")
     if several_splits:
+        p.add_argument(
+            "--store",
+            type=folder,
+            nargs="+",
+            required=True,
+            help="VideoMap store made by `tsmap extract`; or one store per split, in the order of --splits "
+            "(per-split stores, as a fine-tuned ConvNet needs: --store MAPS1 MAPS2 MAPS3 --splits 1 2 3)",
+        )
         p.add_argument(
             "--split",
             "--splits",
@@ -318,6 +325,7 @@ def add_store(p: argparse.ArgumentParser, several_splits: bool = False) -> None:
             "their mean (heads from RUN/split<N>; ignored for folder datasets). Default: 1",
         )
         return
+    p.add_argument("--store", type=folder, required=True, help="VideoMap store made by `tsmap extract`")
     add_split(p, "official HMDB51/UCF101 split; heads go to RUN/split<N> (ignored for folder datasets). Default: 1")
 
 
