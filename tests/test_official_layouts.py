@@ -103,6 +103,7 @@ def test_list_dataset_end_to_end(tiny_demo, tmp_path, capsys):
     per_class = results["heads"]["videomap"]["per_class_accuracy"]
     assert len(per_class) == len(classes) and all(a is None or 0 <= a <= 1 for a in per_class)
 
+
 def test_per_split_stores_give_the_mean_over_splits(tmp_path, capsys):
     # A fine-tuned ConvNet needs one store per split (`extract --split N`); evaluate takes them
     # in the order of --splits and still writes the mean over the splits.
