@@ -41,6 +41,10 @@ from tsmap.training import score_maps, train_head
 DEMO = {"epochs": 15, "batch_size": 16, "lr": 0.005, "weight_decay": 2e-3}  # the demo's recipe (demo.py)
 CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "cosine": ("videomap", {}, "cosine", {}),
+    "cosine_mixup0.2": ("videomap", {}, "cosine", {"mixup": 0.2}),
+    "cosine_noatt_mixup0.2": ("videomap", {"attention": "none"}, "cosine", {"mixup": 0.2}),
+    "demo15_noatt_mixup0.2": ("videomap", {"attention": "none"}, "cosine", DEMO | {"mixup": 0.2}),
+    "tsn_cosine_mixup0.2": ("tsn", {}, "cosine", {"mixup": 0.2}),
     "cosine_b16": ("videomap", {}, "cosine", {"batch_size": 16, "lr": 0.005}),
     "demo15": ("videomap", {}, "cosine", DEMO),
     "demo15_fdrop0.3": ("videomap", {}, "cosine", DEMO | {"feature_dropout": 0.3}),
@@ -142,41 +146,47 @@ def main() -> None:
     info = json.loads((args.out / "videos" / "dataset.json").read_text())
     classes, pairs = info["classes"], info["order_pairs"]
     stores = [args.out / s for s in args.stores.split(",")]
-    results: dict[str, list[dict]] = {}
+    tag = args.tag or args.stores + (f"_epochs{args.epochs}" if args.epochs else "")
+    summary = {}
     for name in args.candidates:
+        draws = []
         for k in range(args.draws):
             lists = args.out / "splits" / f"draw{k}"
             r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights)
-            results.setdefault(name, []).append(r)
+            draws.append(r)
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
             print(
                 f"{name:24s} draw {k}: val {r['val']['top1'] * 100:5.1f} train {r['train_top1'] * 100:5.1f} "
                 f"kept {r['kept_epoch']}/{r['epochs_run']} {r['seconds']:.0f}s | {groups}",
                 flush=True,
             )
+        summary[name] = summarize(draws)
+        if not args.no_save:  # after every candidate, so that a stopped sweep keeps what it finished
+            save(tag, args.stores, name, summary[name] | {"draws": draws, "machine": machine_record()})
     print(f"\n{'candidate':24s} {'val top-1':>12s} {'train':>7s}  per group (val)")
-    summary = {}
-    for name, draws in results.items():
-        top1 = np.array([d["val"]["top1"] for d in draws]) * 100
-        groups = {g: float(np.mean([d["val"]["groups"][g] for d in draws]) * 100) for g in draws[0]["val"]["groups"]}
-        train = float(np.mean([d["train_top1"] for d in draws]) * 100)
-        std = float(top1.std(ddof=1)) if len(top1) > 1 else 0.0
-        summary[name] = {
-            "val_top1_mean": float(top1.mean()),
-            "val_top1_std": std,
-            "train_top1": train,
-            "groups": groups,
-        }
-        cells = " ".join(f"{g}={v:.0f}" for g, v in groups.items())
-        print(f"{name:24s} {top1.mean():5.1f} ± {std:4.1f} {train:7.1f}  {cells}")
-    if not args.no_save:
-        tag = args.tag or args.stores + (f"_epochs{args.epochs}" if args.epochs else "")
-        path = RESULTS / "recipe_sweep.json"
-        runs = json.loads(path.read_text())["runs"] if path.is_file() else {}
-        entry = runs.setdefault(tag, {"stores": args.stores, "candidates": {}})
-        for name, stats in summary.items():
-            entry["candidates"][name] = stats | {"draws": results[name], "machine": machine_record()}
-        save_results("recipe_sweep", {"runs": runs})
+    for name, stats in summary.items():
+        cells = " ".join(f"{g}={v:.0f}" for g, v in stats["groups"].items())
+        top1, std = stats["val_top1_mean"], stats["val_top1_std"]
+        print(f"{name:24s} {top1:5.1f} ± {std:4.1f} {stats['train_top1']:7.1f}  {cells}")
+
+
+def summarize(draws: list[dict]) -> dict:
+    """Validation top-1 (mean, sample std), train top-1 and per-group validation top-1 over the draws (%)."""
+    top1 = np.array([d["val"]["top1"] for d in draws]) * 100
+    return {
+        "val_top1_mean": float(top1.mean()),
+        "val_top1_std": float(top1.std(ddof=1)) if len(top1) > 1 else 0.0,
+        "train_top1": float(np.mean([d["train_top1"] for d in draws]) * 100),
+        "groups": {g: float(np.mean([d["val"]["groups"][g] for d in draws]) * 100) for g in draws[0]["val"]["groups"]},
+    }
+
+
+def save(tag: str, stores: str, name: str, record: dict) -> None:
+    """Add one candidate's figures to ``benchmarks/results/recipe_sweep.json`` (entry ``tag``)."""
+    path = RESULTS / "recipe_sweep.json"
+    runs = json.loads(path.read_text())["runs"] if path.is_file() else {}
+    runs.setdefault(tag, {"stores": stores, "candidates": {}})["candidates"][name] = record
+    save_results("recipe_sweep", {"runs": runs})
 
 
 if __name__ == "__main__":

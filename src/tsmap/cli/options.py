@@ -362,9 +362,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--schedule",
         choices=list(RECIPES),
         default="cosine",
-        help="training recipe: 'cosine' (SGD with a one-epoch warm-up, then a cosine decay to 0; chosen on "
-        "validation data) or 'paper' (the paper's SGD: lr 0.01 divided by 10 every --lr-step iterations, batches "
-        "of 128, 100 epochs). The options below change one setting of the recipe. Default: cosine",
+        help="training recipe: 'cosine' (SGD with a one-epoch warm-up, then a cosine decay to 0, and mixup of "
+        "training maps; chosen on validation data) or 'paper' (the paper's SGD: lr 0.01 divided by 10 every "
+        "--lr-step iterations, batches of 128, 100 epochs, no augmentation). The options below change one "
+        "setting of the recipe. Default: cosine",
     )
 
     def default(name: str) -> str:
