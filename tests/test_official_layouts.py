@@ -135,3 +135,6 @@ def test_per_split_stores_give_the_mean_over_splits(tmp_path, capsys):
     assert "one per split" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(run), "--store", stores["1"], "--splits", "1", "1"]) == 2
     assert "each split once" in capsys.readouterr().err
+    # Stores given in the wrong order: split 1 scored on split 2's store is refused, not mixed up.
+    assert main(["evaluate", "--run", str(run), "--store", stores["2"], stores["1"], "--splits", "1", "2"]) == 2
+    assert "holds the maps of hmdb51 split 2 only" in capsys.readouterr().err
