@@ -13,7 +13,8 @@ from tsmap.videomap.store import VideoMapStore
 FIXTURES = Path(__file__).parent / "fixtures" / "splits" / "hmdb51"
 
 
-def test_hmdb51_layout_end_to_end(tmp_path, capsys):
+def hmdb51_layout(tmp_path: Path):
+    """HMDB51-style videos and split files (the fixture's splits 1 and 2; split 3 = split 2)."""
     splits = tmp_path / "splits"
     shutil.copytree(FIXTURES, splits)
     for path in splits.glob("*_test_split2.txt"):  # the fixture carries splits 1 and 2
@@ -22,6 +23,11 @@ def test_hmdb51_layout_end_to_end(tmp_path, capsys):
     everything = official_dataset("hmdb51", videos, splits, None).clips()
     for i, clip in enumerate(everything):
         write_test_video(videos / clip.key, moving_square_frames(12, seed=i), lossless=False)
+    return videos, splits, everything
+
+
+def test_hmdb51_layout_end_to_end(tmp_path, capsys):
+    videos, splits, everything = hmdb51_layout(tmp_path)
 
     store = tmp_path / "store"
     assert (
@@ -107,14 +113,7 @@ def test_list_dataset_end_to_end(tiny_demo, tmp_path, capsys):
 def test_per_split_stores_give_the_mean_over_splits(tmp_path, capsys):
     # A fine-tuned ConvNet needs one store per split (`extract --split N`); evaluate takes them
     # in the order of --splits and still writes the mean over the splits.
-    splits = tmp_path / "splits"
-    shutil.copytree(FIXTURES, splits)
-    for path in splits.glob("*_test_split2.txt"):  # the fixture carries splits 1 and 2
-        shutil.copy(path, splits / path.name.replace("split2", "split3"))
-    videos = tmp_path / "hmdb51"
-    everything = official_dataset("hmdb51", videos, splits, None).clips()
-    for i, clip in enumerate(everything):
-        write_test_video(videos / clip.key, moving_square_frames(12, seed=i), lossless=False)
+    videos, splits, _ = hmdb51_layout(tmp_path)
     run, stores = tmp_path / "run", {}
     data = ["--dataset", "hmdb51", "--videos", str(videos), "--splits", str(splits)]
     for split in ("1", "2"):
