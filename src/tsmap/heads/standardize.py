@@ -8,10 +8,10 @@ learning rate, and keeps the backbone's relative feature magnitudes.
 Why one scale and not one per column: a column that is nearly constant over the
 training rows (a feature that fires only on a few frames) would be divided by its tiny
 standard deviation and blown up to the size of the informative columns, so noise in it
-weighs as much as signal. Measured on earlier versions of the demo (an empty scene
-around the action, no bystander): with the action placed at random in each video (30-55 %
-of its frames), the VideoMap head reached 78 % top-1 with per-column scales and 97 % with
-the shared one (TSN 57 % either way); with the action centred, 98.6 vs 99.3 %.
+weighs as much as signal. First measured on the test split of an earlier demo (78 % with
+per-column scales against 97 % shared); re-checked on validation only, on the
+real-footage benchmark: per-column scales +1.6 points on average over 3 draws, one draw
+-5.9 (README, "Training recipe"), not enough to change the default.
 
 The statistics are buffers of the head, so a saved head carries them to evaluation and
 prediction (``std`` keeps one entry per column, all equal, so checkpoints made with
