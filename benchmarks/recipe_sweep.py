@@ -28,14 +28,16 @@ import numpy as np
 import torch
 from machine import RESULTS, machine_record, save_results
 from real_footage import figures, read_lists
-from torch.utils.data import Dataset
 
 from tsmap.data.clips import Clip
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
 from tsmap.evaluation.fusion import TSN_WEIGHTS, fuse_scores
+from tsmap.fileio import seed_everything
 from tsmap.heads import create_head
 from tsmap.train_config import recipe
 from tsmap.training import score_maps, train_head
+from tsmap.videomap.loader import MapDataset
+from tsmap.videomap.store import VideoMapStore
 
 # name -> (head, head options, recipe name, TrainConfig overrides)
 DEMO = {"epochs": 15, "batch_size": 16, "lr": 0.005, "weight_decay": 2e-3}  # the demo's recipe (demo.py)
@@ -59,30 +61,19 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
 }
 
 
-class Maps(Dataset):
-    """(T x L float32 map, label) of ``clips`` from one store, read once."""
-
-    def __init__(self, store: Path, clips: list[Clip]):
-        self.clips = clips
-        self.labels = np.array([c.label for c in clips], dtype=np.int64)
-        self.maps = [torch.from_numpy(np.load(store / "maps" / f"{c.key}.npy")).float() for c in clips]
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.maps[i], int(self.labels[i])
-
-
-def train_one(name: str, store: Path, subsets: dict[str, list[Clip]], num_classes: int, epochs: int | None) -> dict:
+def train_one(
+    name: str, store: VideoMapStore, subsets: dict[str, list[Clip]], num_classes: int, epochs: int | None
+) -> dict:
     """Train candidate ``name`` on one store as ``tsmap train`` would; scores on train and val."""
     head, options, base, overrides = CANDIDATES[name]
     config = recipe(base, **overrides, **({"epochs": epochs} if epochs else {}))
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
-    data, held_data, val_data = Maps(store, fit), Maps(store, held), Maps(store, subsets["val"])
-    num_frames, feature_dim = data.maps[0].shape
-    torch.manual_seed(config.seed)
-    model = create_head(head, num_classes, num_frames, feature_dim, **options)
+    data, held_data, val_data = (MapDataset(store, clips, in_memory=True) for clips in (fit, held, subsets["val"]))
+    missing = data.missing + held_data.missing + val_data.missing
+    if missing:
+        raise SystemExit(f"recipe_sweep: {len(missing)} videos have no map in {store.root}, e.g. {missing[0]}")
+    seed_everything(config.seed)  # the initial weights too, as `tsmap train` does
+    model = create_head(head, num_classes, store.num_frames, store.feature_dim, **options)
     start = time.perf_counter()
     history = train_head(model, data, config, show_progress=False, val_data=held_data)
     seconds = time.perf_counter() - start
@@ -97,7 +88,9 @@ def train_one(name: str, store: Path, subsets: dict[str, list[Clip]], num_classe
     }
 
 
-def run_candidate(name: str, stores: list[Path], lists: Path, classes: list[str], pairs, epochs, weights) -> dict:
+def run_candidate(
+    name: str, stores: list[VideoMapStore], lists: Path, classes: list[str], pairs, epochs, weights
+) -> dict:
     """One draw: a head per store, their validation scores fused (raw scores, ``weights``) when several."""
     subsets = {}
     for subset in ("train", "val"):
@@ -106,8 +99,9 @@ def run_candidate(name: str, stores: list[Path], lists: Path, classes: list[str]
     streams = [train_one(name, store, subsets, len(classes), epochs) for store in stores]
     labels = streams[0]["val_scores"][1]
     train_labels = streams[0]["train_scores"][1]
-    val = fuse_scores([s["val_scores"][0] for s in streams], weights[: len(streams)] if len(streams) > 1 else [1.0])
-    train = fuse_scores([s["train_scores"][0] for s in streams], weights[: len(streams)] if len(streams) > 1 else [1.0])
+    weights = weights[: len(streams)] if len(streams) > 1 else [1.0]
+    val = fuse_scores([s["val_scores"][0] for s in streams], weights)
+    train = fuse_scores([s["train_scores"][0] for s in streams], weights)
     out = {
         "val": figures(val, labels, classes, pairs),
         "train_top1": float(np.mean(train.argmax(1) == train_labels)),
@@ -145,7 +139,7 @@ def main() -> None:
 
     info = json.loads((args.out / "videos" / "dataset.json").read_text())
     classes, pairs = info["classes"], info["order_pairs"]
-    stores = [args.out / s for s in args.stores.split(",")]
+    stores = [VideoMapStore.open(args.out / s) for s in args.stores.split(",")]
     tag = args.tag or args.stores + (f"_epochs{args.epochs}" if args.epochs else "")
     summary = {}
     for name in args.candidates:
