@@ -91,6 +91,9 @@ def test_killed_training_resumes_to_the_same_weights(store, tmp_path):
     assert [h["loss"] for h in ours["extra"]["history"]] == pytest.approx(
         [h["loss"] for h in theirs["extra"]["history"]], rel=1e-5
     )
+    # Each epoch's wall clock counts on from the killed run's (time-to-accuracy reads it).
+    seconds = [h["seconds"] for h in ours["extra"]["history"]]
+    assert seconds[0] > 0 and all(b > a for a, b in zip(seconds, seconds[1:], strict=False))
 
     # Rerunning a finished training keeps the head instead of redoing it.
     mtime = (run / "videomap.pt").stat().st_mtime_ns

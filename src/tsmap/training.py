@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,8 @@ def train_head(
     state_path: Path | None = None,
     val_data: Dataset | None = None,
 ) -> list[dict]:
-    """Train in place; returns one record per epoch (loss, train top-1, lr, and with
+    """Train in place; returns one record per epoch (loss, train top-1, lr, ``seconds``: wall
+    time since training began, validation included and summed over resumed runs; with
     ``val_data`` val_loss / val_top1; the kept epoch's record has ``"kept": True``).
 
     With ``val_data`` the weights of the best epoch on it are the ones left in ``model``,
@@ -137,6 +139,7 @@ def train_head(
         disable=not show_progress or not world.is_main,
         dynamic_ncols=True,
     )
+    start = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
     for epoch in bar:
         if _stalled(history, best["record"], config.patience):
             break
@@ -165,6 +168,7 @@ def train_head(
             record |= validate(model, val_data, device)
             if _better(record, best["record"]):
                 best = {"record": record, "weights": copy.deepcopy(model.state_dict())}
+        record["seconds"] = time.perf_counter() - start
         history.append(record)
         postfix = {"loss": f"{record['loss']:.3f}", "train": f"{record['train_top1']:.2f}"}
         if "val_top1" in record:
