@@ -11,7 +11,8 @@ import torch
 from conftest import TINY_MAPS
 from torch import nn
 
-from tsmap.cli import main
+from tsmap.cli import build_parser, main
+from tsmap.cli.finetune import use_flips
 from tsmap.data.datasets import Clip, folder_dataset
 from tsmap.finetune.data import SCALES, Crop, SnippetDataset, apply_crop, multiscale_crop, segment_positions
 from tsmap.finetune.train import FinetuneConfig, Normalise, SnippetClassifier, batchnorms, finetune, save_finetuned
@@ -49,6 +50,13 @@ def test_multiscale_crop_sizes_positions_and_flips():
     flips = np.mean([c.flip for c in crops])
     assert 0.4 < flips < 0.6
     assert not any(multiscale_crop(height, width, size, rng, flip=False).flip for _ in range(50))
+
+
+def test_flips_default_to_off_where_classes_may_be_direction_specific():
+    assert [use_flips("auto", d) for d in ("folder", "list", "hmdb51", "ucf101")] == [False, False, True, True]
+    assert use_flips("on", "folder") and not use_flips("off", "hmdb51")
+    args = build_parser().parse_args(["finetune", "--videos", "v", "--out", "o", "--no-flip", "--dataset", "hmdb51"])
+    assert args.flip == "off"
 
 
 def test_flipped_flow_stack_is_the_mirrored_negated_x_flow():
@@ -192,11 +200,12 @@ def test_cli_finetune_then_extract_and_predict_with_its_weights(tiny_demo, tmp_p
     out = tmp_path / "ft"
     rc = main(
         ["--quiet", "finetune", "--videos", str(videos), "--out", str(out), "--epochs", "1", "--batch-size", "8"]
-        + ["--image-size", "64", "--resize", "72", "--workers", "2", "--no-flip"]
+        + ["--image-size", "64", "--resize", "72", "--workers", "2"]
     )
     assert rc == 0
     ckpt = out / "rgb-efficientnet_lite0.pt"
     printed = capsys.readouterr().out
+    assert "flips off (--flip auto)" in printed  # a folder dataset's classes may be direction-specific
     assert "training loss" in printed and f"skipped (unreadable): {videos / bad}" in printed and ckpt.is_file()
     store = tmp_path / "store"
     assert (

@@ -9,6 +9,10 @@ from tsmap.cli import options
 from tsmap.cli.errors import OK, UsageError
 from tsmap.cli.extract import check_flow_options, dataset_from_args
 
+FLIP_CHOICES = ("auto", "on", "off")
+# Datasets whose classes keep their meaning mirrored left-right (no direction-specific classes).
+MIRROR_SAFE_DATASETS = ("hmdb51", "ucf101")
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -17,10 +21,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="The paper's first stage: train the frame ConvNet as TSN does on the dataset's training "
         "videos (K snippets per video from K equal segments, their class scores averaged; partial BN: only the "
         "first BatchNorm layer keeps adapting; dropout before a new linear classifier; multi-scale corner crops "
-        "and flips drawn once per video; SGD with momentum). Writes OUT/<stream>-<backbone>.pt (for an official "
-        "split OUT/split<N>/...), which `tsmap extract --weights` then maps videos with. Resumable: the state is "
-        "saved after every epoch. Runs in mixed precision on CUDA; on a CPU only small datasets and image sizes "
-        "are practical.",
+        "and flips (--flip) drawn once per video; SGD with momentum). Writes OUT/<stream>-<backbone>.pt (for an "
+        "official split OUT/split<N>/...), which `tsmap extract --weights` then maps videos with. Resumable: the "
+        "state is saved after every epoch. Runs in mixed precision on CUDA; on a CPU only small datasets and image "
+        "sizes are practical.",
         epilog="exit status: 0 done (unreadable training videos are skipped and named); 2 user error; 130 interrupted",
     )
     p.add_argument("--videos", type=options.folder, required=True, help="dataset root (as for `tsmap extract`)")
@@ -58,7 +62,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="let every BatchNorm layer adapt (default: partial BN, only the first one does)",
     )
-    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for direction-specific classes)")
+    p.add_argument(
+        "--flip",
+        choices=FLIP_CHOICES,
+        default="auto",
+        help="random horizontal flips of the training videos (TSN's augmentation; flow stacks get their x "
+        "fields negated). A flip turns a pan right into a pan left, so 'auto' flips on --dataset hmdb51 and "
+        "ucf101 (whose classes mean the same mirrored) and not on folder or list datasets, whose classes may "
+        "be direction-specific; 'on' if yours are not. Default: auto",
+    )
+    p.add_argument("--no-flip", dest="flip", action="store_const", const="off", help="the same as --flip off")
     p.add_argument(
         "--workers",
         type=options.non_negative_int,
@@ -69,6 +82,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     options.add_device(p)
     options.add_quiet(p)
     return p
+
+
+def use_flips(choice: str, dataset: str) -> bool:
+    """Whether to flip training videos: 'auto' only where mirrored classes mean the same (HMDB51, UCF101)."""
+    return choice == "on" or (choice == "auto" and dataset in MIRROR_SAFE_DATASETS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout if args.dropout is not None else (0.7 if args.stream == "flow" else 0.8),
         partial_bn=not args.no_partial_bn,
         scales=list(SCALES),
-        flip=not args.no_flip,
+        flip=use_flips(args.flip, args.dataset),
         seed=args.seed,
     )
     try:
@@ -111,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     out = finetune_output(args.out, args.stream, args.backbone, args.split if official else None)
     print(
         f"fine-tuning {args.backbone} ({base_weights}) on {len(clips)} {args.stream} training videos of "
-        f"{len(dataset.classes)} classes, {config.segments} snippets each, {args.image_size} px, on {device}"
+        f"{len(dataset.classes)} classes, {config.segments} snippets each, {args.image_size} px, "
+        f"flips {'on' if config.flip else 'off'} (--flip {args.flip}), on {device}"
     )
     start = time.perf_counter()
     model, history, skipped = finetune(
