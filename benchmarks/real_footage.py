@@ -2,7 +2,7 @@
 
     python benchmarks/real_footage.py [--out real-footage] [--per-class 60] [--frames 64]
         [--image-size 160] [--draws 3] [--epochs E] [--train-args "--lr 0.005 ..."] [--tag NAME]
-        [--flow] [--skip-build] [--skip-extract] [--no-probes] [--no-heads]
+        [--flow] [--finetune-flow] [--skip-build] [--skip-extract] [--no-probes] [--no-heads]
 
 Needs scikit-image (its photographs; ``pip install scikit-image``) and, optionally, Debian's
 opencv-doc (``apt-get install opencv-doc``: its sample videos give the play_forward /
@@ -28,6 +28,12 @@ What it does, the way a user would (the CLI through subprocesses, with this Pyth
    concatenated (ordered chunks, 4 x 1280 features) and the mean of the whole map (blind to
    order), standardised on train, multinomial logistic regression with an L2 penalty
    (L-BFGS, PyTorch) whose strength is chosen on validation.
+
+``--flow`` adds the flow stream with the ImageNet-initialised ConvNet (one store for every
+draw); ``--finetune-flow`` instead fine-tunes the flow ConvNet on each draw's training videos
+first (``tsmap finetune --stream flow``, ``--finetune-args``; skipped where
+``OUT/finetune/draw<k>`` already holds its checkpoint) and maps the videos with it into
+``OUT/store-ftflow-draw<k>``, the paper's two-stage pipeline; the flow probes are then left out.
 
 Prints top-1 (mean +- sample std over the draws) on train / val / test for each method, and
 per pair on val and test (10-way top-1 on the pair's videos; a frame-averaging model can name
@@ -68,6 +74,8 @@ METHODS = {
     "probe_chunks_fused": "probe: 4 chunks, RGB+flow",
 }
 SUBSETS = ("train", "val", "test")
+# tsmap finetune's options for --finetune-flow: TSN's flow lr (0.005), 20 epochs for ~360 videos on a CPU.
+FINETUNE_ARGS = "--epochs 20 --lr 0.005 --lr-steps 12 17"
 LAMBDAS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 
 
@@ -133,7 +141,16 @@ def extraction_settings(args: argparse.Namespace, store: Path) -> dict:
     return {"frames": args.frames, "image_size": args.image_size, "resize": resize}
 
 
-def extract(args, videos: Path, store: Path, train_list: Path, test_list: Path, log: Path, stream: str = "rgb") -> str:
+def extract(
+    args,
+    videos: Path,
+    store: Path,
+    train_list: Path,
+    test_list: Path,
+    log: Path,
+    stream: str = "rgb",
+    weights: Path | None = None,
+) -> str:
     """``tsmap extract`` with these lists: maps what is missing and records the lists as the split."""
     s = extraction_settings(args, store)
     # Python's own flags for the list paths: relative paths are read from the current folder.
@@ -151,6 +168,7 @@ def extract(args, videos: Path, store: Path, train_list: Path, test_list: Path, 
         "--resize", str(s["resize"]),
         "--engine", args.engine,
         "--stream", stream,
+        *(["--weights", str(weights)] if weights else []),
     )  # fmt: skip
 
 
@@ -276,16 +294,20 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
     log = run / "tsmap.log"
     result: dict = {m: {} for m in METHODS}
     if not args.no_heads:
-        streams = [("", paths["store"], run, "rgb")]
-        if args.flow:
-            streams.append(("_flow", paths["flow_store"], run / "flow", "flow"))
+        streams = [("", paths["store"], run, "rgb", None)]
+        if args.finetune_flow:
+            weights = finetune_flow(args, k, paths, log, stages)
+            streams.append(("_flow", paths["out"] / f"store-ftflow-draw{k}", run / "flow", "flow", weights))
+        elif args.flow:
+            streams.append(("_flow", paths["flow_store"], run / "flow", "flow", None))
         for subset in SUBSETS:
-            for suffix, store, stream_run, kind in streams:
+            for suffix, store, stream_run, kind, weights in streams:
                 if subset != "val":  # train and val: the store points at train/val; test: at train/test
                     held = "test" if subset == "test" else "val"
                     stages.run(
                         f"point {kind} store at train/{held}",
                         extract, args, paths["videos"], store, lists / "train.txt", lists / f"{held}.txt", log, kind,
+                        weights,
                     )  # fmt: skip
                 if subset == "train":
                     train_heads(args, store, stream_run, log, stages, result, suffix)
@@ -308,6 +330,27 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
             )
             result[name] = figs | {"chosen": chosen}
     return result
+
+
+def finetune_flow(args, k: int, paths: dict, log: Path, stages: Stages) -> Path:
+    """The flow ConvNet fine-tuned on draw ``k``'s training videos (``tsmap finetune``); its checkpoint."""
+    out = paths["out"] / "finetune" / f"draw{k}"
+    checkpoint = out / "flow-efficientnet_lite0.pt"
+    if checkpoint.is_file():
+        print(f"draw {k}: reusing the fine-tuned flow ConvNet {checkpoint}")
+        return checkpoint
+    lists, videos = paths["splits"] / f"draw{k}", paths["videos"]
+    s = extraction_settings(args, paths["store"])
+    stages.run(
+        "finetune flow", tsmap, log, "finetune",
+        "--videos", str(videos), "--out", str(out), "--stream", "flow",
+        "--dataset", "list", "--train-list", str((lists / "train.txt").resolve()),
+        "--test-list", str((lists / "val.txt").resolve()),  # not read: finetune trains on the training list
+        "--classes", str((videos / "classes.txt").resolve()),
+        "--image-size", str(s["image_size"]), "--resize", str(s["resize"]),
+        *shlex.split(args.finetune_args),
+    )  # fmt: skip
+    return checkpoint
 
 
 # -- summary -------------------------------------------------------------------------------
@@ -373,6 +416,17 @@ def main() -> None:
         help="also the flow stream (OUT/store-flow, `tsmap extract --stream flow`), its heads and probe, "
         "and both streams fused (`tsmap fuse`, RGB : flow = 1 : 1.5)",
     )
+    p.add_argument(
+        "--finetune-flow",
+        action="store_true",
+        help="the flow stream with its ConvNet fine-tuned on each draw's training videos (`tsmap finetune`, "
+        "OUT/finetune/draw<k>, OUT/store-ftflow-draw<k>), its heads and both streams fused; no flow probes",
+    )
+    p.add_argument(
+        "--finetune-args",
+        default=FINETUNE_ARGS,
+        help=f"options for `tsmap finetune` with --finetune-flow (default {FINETUNE_ARGS!r})",
+    )
     p.add_argument("--skip-build", action="store_true", help="use OUT/videos as it is")
     p.add_argument("--skip-extract", action="store_true", help="use OUT/store as it is")
     p.add_argument("--no-heads", action="store_true", help="probes only")
@@ -384,11 +438,13 @@ def main() -> None:
     p.add_argument("--opencv-doc", default=str(rfd.OPENCV_DOC), help="opencv-doc's folder, or 'none'")
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/real_footage.json")
     args = p.parse_args()
-    parts = [f"epochs {args.epochs}" if args.epochs else "", args.train_args, "flow" if args.flow else ""]
+    args.flow = args.flow or args.finetune_flow
+    parts = [f"epochs {args.epochs}" if args.epochs else "", args.train_args]
+    parts.append("ftflow" if args.finetune_flow else "flow" if args.flow else "")
     tag = args.tag or slug(" ".join(filter(None, parts)))
     out = args.out.resolve()
     paths = {"videos": out / "videos", "store": out / "store", "splits": out / "splits", "runs": out / "runs" / tag}
-    paths["flow_store"] = out / "store-flow"
+    paths["flow_store"], paths["out"] = out / "store-flow", out
     paths["runs"].mkdir(parents=True, exist_ok=True)
     stages = Stages()
     started, load_start = time.perf_counter(), loadavg()
@@ -411,7 +467,7 @@ def main() -> None:
             "extract", extract, args, paths["videos"], paths["store"], first / "trainval.txt", first / "test.txt", log
         )
         print("\n".join(line for line in text.splitlines() if line.startswith("extraction")))
-        if args.flow:
+        if args.flow and not args.finetune_flow:
             lists = (first / "trainval.txt", first / "test.txt")
             text = stages.run("extract flow", extract, args, paths["videos"], paths["flow_store"], *lists, log, "flow")
             print("\n".join(line for line in text.splitlines() if line.startswith("extraction")))
@@ -422,7 +478,7 @@ def main() -> None:
             "features": stages.run("load maps", map_features, paths["store"], keys),
             "index": {k: i for i, k in enumerate(keys)},
         }
-        if args.flow:
+        if args.flow and not args.finetune_flow:
             flow = stages.run("load flow maps", map_features, paths["flow_store"], keys)
             features["features"]["probe_chunks_flow"] = flow["probe_chunks"]
             both = np.concatenate([features["features"]["probe_chunks"], flow["probe_chunks"]], axis=1)

@@ -13,7 +13,9 @@ kept epoch and the wall time, and writes them to ``benchmarks/results/recipe_swe
 
 ``--stores store,store-flow`` (an RGB and a flow store of the same videos, see
 ``real_footage.py --flow``) trains a head on each and fuses their raw validation scores
-with ``--weights`` (RGB : flow = 1 : 1.5), as ``tsmap fuse`` does.
+with ``--weights`` (RGB : flow = 1 : 1.5), as ``tsmap fuse`` does. A store name may hold
+``{draw}``, for stores made per draw (a flow ConvNet fine-tuned on that draw's training videos:
+``--stores store,store-ftflow-draw{draw}``).
 """
 
 from __future__ import annotations
@@ -139,13 +141,14 @@ def main() -> None:
 
     info = json.loads((args.out / "videos" / "dataset.json").read_text())
     classes, pairs = info["classes"], info["order_pairs"]
-    stores = [VideoMapStore.open(args.out / s) for s in args.stores.split(",")]
+    names = args.stores.split(",")
     tag = args.tag or args.stores + (f"_epochs{args.epochs}" if args.epochs else "")
     summary = {}
     for name in args.candidates:
         draws = []
         for k in range(args.draws):
             lists = args.out / "splits" / f"draw{k}"
+            stores = [VideoMapStore.open(args.out / s.format(draw=k)) for s in names]
             r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights)
             draws.append(r)
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
