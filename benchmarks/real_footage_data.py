@@ -325,7 +325,8 @@ def render_play(source: np.ndarray, params: dict, out: tuple[int, int]) -> list[
 
 
 def finish(frames: list[np.ndarray], rng: np.random.Generator, look: dict, flip: bool) -> list[np.ndarray]:
-    """Flip, saturation, contrast and brightness (one affine map per pixel) and per-frame sensor noise."""
+    """Flip (played clips only, see ``_make_video``), saturation, contrast and brightness (one
+    affine map per pixel) and per-frame sensor noise."""
     import cv2
 
     sat, con, gain = look["saturation"], look["contrast"], look["gain"]
@@ -373,7 +374,10 @@ class Plan:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-GENERATOR_VERSION = 1
+# 2: the flip of a camera-class video mirrors its photo before the camera moves over it.
+# Version 1 mirrored the rendered frames, which turns a pan right into a pan left and an
+# anticlockwise turn into a clockwise one: half of those videos carried the wrong label.
+GENERATOR_VERSION = 2
 
 
 def _make_video(plan: Plan, root: Path, label: int, index: int) -> dict:
@@ -402,6 +406,8 @@ def _make_video(plan: Plan, root: Path, label: int, index: int) -> dict:
         pool = plan.pools[base if base in APPEARANCE else "camera"]
         photo_name = sorted(pool)[int(rng.integers(len(pool)))]
         photo = pool[photo_name]
+        if flip:  # mirror the scene, not the motion: a mirrored pan right would be a pan left
+            photo = np.ascontiguousarray(photo[:, ::-1])
         if base in APPEARANCE:
             # any motion, either way: only what the frames show tells these classes
             motion = str(rng.choice(["pan", "zoom", "rotate", "hold"]))
@@ -414,7 +420,8 @@ def _make_video(plan: Plan, root: Path, label: int, index: int) -> dict:
     record |= {"frames": params["frames"], "reversed": reverse}
     path = root / rel
     if not path.is_file():
-        frames = finish(render(), rng, look, flip)
+        # A played clip is mirrored frame by frame (the arrow of time survives a mirror).
+        frames = finish(render(), rng, look, flip and base == PLAY_PAIR[0])
         if reverse:
             frames = frames[::-1]
         path.parent.mkdir(parents=True, exist_ok=True)

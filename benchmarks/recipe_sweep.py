@@ -129,7 +129,8 @@ def main() -> None:
         "trained on each and their raw validation scores are fused, as `tsmap fuse` does",
     )
     p.add_argument("--weights", type=float, nargs="+", default=list(TSN_WEIGHTS), help="fusion weights (1 1.5)")
-    p.add_argument("--draws", type=int, default=3, help="split draws (default 3)")
+    p.add_argument("--draws", type=int, default=3, help="split draws 0 .. N-1 (default 3)")
+    p.add_argument("--only-draws", type=int, nargs="+", default=None, help="these draws instead (e.g. 1 2)")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     p.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs")
     p.add_argument("--tag", default=None, help="results entry name (default: the stores)")
@@ -146,7 +147,7 @@ def main() -> None:
     summary = {}
     for name in args.candidates:
         draws = []
-        for k in range(args.draws):
+        for k in args.only_draws or range(args.draws):
             lists = args.out / "splits" / f"draw{k}"
             stores = [VideoMapStore.open(args.out / s.format(draw=k)) for s in names]
             r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights)
