@@ -60,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from machine import RESULTS, machine_record, save_results
 
+from tsmap.fileio import FolderBusy, folder_lock
+
 METHODS = {
     "videomap": "VideoMap head",
     "tsn": "TSN (25-frame average)",
@@ -439,6 +441,15 @@ def main() -> None:
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/real_footage.json")
     args = p.parse_args()
     args.flow = args.flow or args.finetune_flow
+    # One run at a time per folder: each draw points the shared stores at its own split.
+    try:
+        with folder_lock(args.out.resolve(), "benchmark folder"):
+            run(args)
+    except FolderBusy as exc:
+        fail(str(exc))
+
+
+def run(args: argparse.Namespace) -> None:
     parts = [f"epochs {args.epochs}" if args.epochs else "", args.train_args]
     parts.append("ftflow" if args.finetune_flow else "flow" if args.flow else "")
     tag = args.tag or slug(" ".join(filter(None, parts)))
