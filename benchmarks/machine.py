@@ -23,6 +23,12 @@ def machine_record() -> dict:
     }
 
 
+def saved_runs(name: str) -> dict:
+    """The ``runs`` already in ``benchmarks/results/<name>.json`` (entry per tag), to add one to."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()).get("runs", {}) if path.is_file() else {}
+
+
 def save_results(name: str, record: dict) -> Path:
     """Write ``record``, with the machine first, to ``benchmarks/results/<name>.json``."""
     RESULTS.mkdir(exist_ok=True)

@@ -58,9 +58,10 @@ import numpy as np
 import real_footage_data as rfd
 import torch
 import torch.nn.functional as F
-from machine import RESULTS, machine_record, save_results
+from machine import machine_record, save_results, saved_runs
 
 from tsmap.fileio import FolderBusy, folder_lock
+from tsmap.finetune.train import finetune_output
 
 METHODS = {
     "videomap": "VideoMap head",
@@ -337,7 +338,7 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
 def finetune_flow(args, k: int, paths: dict, log: Path, stages: Stages) -> Path:
     """The flow ConvNet fine-tuned on draw ``k``'s training videos (``tsmap finetune``); its checkpoint."""
     out = paths["out"] / "finetune" / f"draw{k}"
-    checkpoint = out / "flow-efficientnet_lite0.pt"
+    checkpoint = finetune_output(out, "flow", "efficientnet_lite0")  # where `tsmap finetune` writes it
     if checkpoint.is_file():
         print(f"draw {k}: reusing the fine-tuned flow ConvNet {checkpoint}")
         return checkpoint
@@ -529,8 +530,7 @@ def run(args: argparse.Namespace) -> None:
     print("\nstages (s): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in stages.record.items()))
     print(f"wall {record['wall_seconds']:.0f} s; load average {load_start} -> {record['load_end']}")
     if not args.no_save:
-        previous = RESULTS / "real_footage.json"
-        runs = json.loads(previous.read_text()).get("runs", {}) if previous.is_file() else {}
+        runs = saved_runs("real_footage")
         runs[tag] = {k: v for k, v in record.items() if k != "per_draw"}
         print(f"figures: {save_results('real_footage', {'runs': runs})} (entry {tag!r})")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import RESULTS, machine_record, save_results
+from machine import machine_record, save_results, saved_runs
 from real_footage import figures, read_lists
 
 from tsmap.data.clips import Clip
@@ -181,8 +181,7 @@ def summarize(draws: list[dict]) -> dict:
 
 def save(tag: str, stores: str, name: str, record: dict) -> None:
     """Add one candidate's figures to ``benchmarks/results/recipe_sweep.json`` (entry ``tag``)."""
-    path = RESULTS / "recipe_sweep.json"
-    runs = json.loads(path.read_text())["runs"] if path.is_file() else {}
+    runs = saved_runs("recipe_sweep")
     runs.setdefault(tag, {"stores": stores, "candidates": {}})["candidates"][name] = record
     save_results("recipe_sweep", {"runs": runs})
 

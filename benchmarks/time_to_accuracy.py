@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import RESULTS, machine_record, save_results
+from machine import machine_record, save_results, saved_runs
 
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
 
@@ -78,13 +78,11 @@ def train(store: Path, runs: Path, schedule: str, epochs: int | None) -> dict:
     """``tsmap train --schedule`` in its own process; the history of the head it saved."""
     folder = runs / schedule
     command = ["train", "--store", str(store), "--run", str(folder), "--schedule", schedule, "--head", "videomap"]
-    start = time.perf_counter()
     run([*command, *(["--epochs", str(epochs)] if epochs else [])])
-    wall = time.perf_counter() - start
     extra = torch.load(folder / "videomap.pt", weights_only=True, map_location="cpu")["extra"]
     if not all("val_top1" in r for r in extra["history"]):
         raise SystemExit(f"time_to_accuracy: {folder} has no validation figures (too few training videos a class)")
-    return {"run": str(folder), "history": extra["history"], "process_seconds": wall, "config": extra["train_config"]}
+    return {"run": str(folder), "history": extra["history"], "config": extra["train_config"]}
 
 
 def test_top1(store: Path, folder: Path) -> float:
@@ -176,9 +174,7 @@ def main() -> None:
             "load_average": {"start": list(load_start), "end": list(load_end)},
             "machine_at_end": machine_record(),
         }
-        path = RESULTS / "time_to_accuracy.json"
-        runs = json.loads(path.read_text())["runs"] if path.is_file() else {}
-        save_results("time_to_accuracy", {"runs": runs | {args.tag or store.name: record}})
+        save_results("time_to_accuracy", {"runs": saved_runs("time_to_accuracy") | {args.tag or store.name: record}})
 
 
 if __name__ == "__main__":
