@@ -68,7 +68,7 @@ def train_one(
 ) -> dict:
     """Train candidate ``name`` on one store as ``tsmap train`` would; scores on train and val."""
     head, options, base, overrides = CANDIDATES[name]
-    config = recipe(base, **overrides, **({"epochs": epochs} if epochs else {}))
+    config = recipe(base, **(overrides | ({"epochs": epochs} if epochs else {})))  # --epochs wins
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
     data, held_data, val_data = (MapDataset(store, clips, in_memory=True) for clips in (fit, held, subsets["val"]))
     missing = data.missing + held_data.missing + val_data.missing
