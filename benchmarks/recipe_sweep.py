@@ -50,6 +50,9 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "demo15_noatt_mixup0.2": ("videomap", {"attention": "none"}, "cosine", DEMO | {"mixup": 0.2}),
     "tsn_cosine_mixup0.2": ("tsn", {}, "cosine", {"mixup": 0.2}),
     "cosine_b16": ("videomap", {}, "cosine", {"batch_size": 16, "lr": 0.005}),
+    "cosine_lr0.005": ("videomap", {}, "cosine", {"lr": 0.005}),
+    "cosine_warmup5": ("videomap", {}, "cosine", {"warmup_epochs": 5.0}),
+    "cosine_lr0.005_warmup5": ("videomap", {}, "cosine", {"lr": 0.005, "warmup_epochs": 5.0}),
     "demo15": ("videomap", {}, "cosine", DEMO),
     "demo15_fdrop0.3": ("videomap", {}, "cosine", DEMO | {"feature_dropout": 0.3}),
     "demo15_mixup0.2": ("videomap", {}, "cosine", DEMO | {"mixup": 0.2}),
@@ -81,6 +84,7 @@ def train_one(
     seconds = time.perf_counter() - start
     kept = next((r for r in history if r.get("kept")), history[-1])
     return {
+        "dead_channels": dead_channels(model, data),
         "val_scores": score_maps(model, val_data),
         "train_scores": score_maps(model, data),
         "kept_epoch": kept.get("epoch"),
@@ -88,6 +92,32 @@ def train_one(
         "seconds": seconds,
         "config": dataclasses.asdict(config),
     }
+
+
+@torch.no_grad()
+def dead_channels(model: torch.nn.Module, data: MapDataset) -> dict[str, float]:
+    """Share of each VideoMap head block's channels whose ReLU output is 0 on every training map:
+    dead units that no gradient reaches any more (all of one block dead = a head whose
+    scores are the same for every map). Empty for heads without those blocks."""
+    blocks = {n: m for n, m in model.named_modules() if n in ("block1", "block2", "block3")}
+    peaks: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            peak = output.amax(dim=(0, 2, 3))
+            peaks[name] = peak if name not in peaks else torch.maximum(peaks[name], peak)
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in blocks.items()]
+    try:
+        model.eval()
+        for start in range(0, len(data), 64):
+            model(torch.stack([data[i][0] for i in range(start, min(len(data), start + 64))]))
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: float((p <= 0).float().mean()) for n, p in peaks.items()}
 
 
 def run_candidate(
@@ -108,6 +138,7 @@ def run_candidate(
         "val": figures(val, labels, classes, pairs),
         "train_top1": float(np.mean(train.argmax(1) == train_labels)),
         "kept_epoch": [s["kept_epoch"] for s in streams],
+        "dead_channels": [s["dead_channels"] for s in streams],
         "epochs_run": [s["epochs_run"] for s in streams],
         "seconds": sum(s["seconds"] for s in streams),
         "config": streams[0]["config"],
@@ -155,7 +186,7 @@ def main() -> None:
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
             print(
                 f"{name:24s} draw {k}: val {r['val']['top1'] * 100:5.1f} train {r['train_top1'] * 100:5.1f} "
-                f"kept {r['kept_epoch']}/{r['epochs_run']} {r['seconds']:.0f}s | {groups}",
+                f"kept {r['kept_epoch']}/{r['epochs_run']} {r['seconds']:.0f}s dead {dead_text(r)} | {groups}",
                 flush=True,
             )
         summary[name] = summarize(draws)
@@ -168,6 +199,11 @@ def main() -> None:
         print(f"{name:24s} {top1:5.1f} ± {std:4.1f} {stats['train_top1']:7.1f}  {cells}")
 
 
+def dead_text(r: dict) -> str:
+    """The dead-channel shares of a draw's heads, e.g. '0/28/34' (%, blocks 1/2/3) per stream."""
+    return ",".join("/".join(f"{v * 100:.0f}" for v in d.values()) or "-" for d in r["dead_channels"])
+
+
 def summarize(draws: list[dict]) -> dict:
     """Validation top-1 (mean, sample std), train top-1 and per-group validation top-1 over the draws (%)."""
     top1 = np.array([d["val"]["top1"] for d in draws]) * 100
@@ -176,6 +212,9 @@ def summarize(draws: list[dict]) -> dict:
         "val_top1_std": float(top1.std(ddof=1)) if len(top1) > 1 else 0.0,
         "train_top1": float(np.mean([d["train_top1"] for d in draws]) * 100),
         "groups": {g: float(np.mean([d["val"]["groups"][g] for d in draws]) * 100) for g in draws[0]["val"]["groups"]},
+        "dead_channels": {
+            b: float(np.mean([d["dead_channels"][0][b] for d in draws]) * 100) for b in draws[0]["dead_channels"][0]
+        },
     }
 
 

@@ -211,3 +211,74 @@ def test_the_evaluate_table_says_how_many_listed_videos_it_scored(tmp_path):
     store.path_of("c2/v09.mp4").unlink()
     table = format_table(steps.evaluate(store, run))
     assert table.splitlines()[-1].startswith(f"scored {CLASSES * 3 - 1} of {CLASSES * 3} test videos (1 have no")
+
+
+# -- a head that collapses (every ReLU of a block dead) stops and says so ------------------
+def _kill_block3_after(model, steps: int):
+    """From the ``steps``-th training pass on, block3's biases are so negative that all its
+    ReLUs are dead: what a few too-large SGD steps did on real footage (BENCHMARKS.md (g))."""
+    calls = {"n": 0}
+
+    def hook(module, inputs):
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] > steps:
+                with torch.no_grad():
+                    module[0].bias.fill_(-1e4)
+
+    model.block3.register_forward_pre_hook(hook)
+    return model
+
+
+def test_constant_scores_are_what_a_dead_head_gives():
+    from tsmap.training import constant_scores
+
+    assert constant_scores(torch.tensor([[0.3, -1.0], [0.3, -1.0], [0.3, -1.0]]))
+    assert not constant_scores(torch.tensor([[0.3, -1.0], [0.3, -0.99]]))
+    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), 0).train()
+    scores = model(Maps(8, seed=0).maps)
+    assert constant_scores(scores.detach())  # dropout of zeros is zeros: the FC's bias for every map
+
+
+def test_a_collapsed_head_stops_and_keeps_the_best_epoch_before_it():
+    from tsmap.training import COLLAPSE_EPOCHS, collapse_epoch
+
+    train, val = Maps(48, seed=0), Maps(24, seed=1)
+    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=2 * 3)  # 3 batches an epoch
+    config = TrainConfig(epochs=12, batch_size=16, lr=0.02, schedule="cosine", warmup_epochs=1, seed=0)
+    history = train_head(model, train, config, show_progress=False, val_data=val)
+    assert [r.get("collapsed", False) for r in history] == [False, False] + [True] * COLLAPSE_EPOCHS
+    assert collapse_epoch(history) == 3
+    kept = next(r for r in history if r["kept"])
+    assert kept["epoch"] <= 2
+    assert float(model.block3[0].bias.detach().min()) > -1e3  # the kept weights are from before the collapse
+    assert collapse_epoch(history[:-1]) is None  # two collapsed epochs are not yet a collapse
+
+
+def test_a_collapse_without_validation_maps_raises_instead_of_keeping_a_dead_head():
+    from tsmap.training import TrainingCollapsed
+
+    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=3)
+    config = TrainConfig(epochs=12, batch_size=16, lr=0.02, schedule="cosine", warmup_epochs=1, seed=0)
+    with pytest.raises(TrainingCollapsed, match="--lr"):
+        train_head(model, Maps(48, seed=0), config, show_progress=False)
+
+
+def test_tsmap_train_warns_when_a_head_collapsed(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from tsmap.cli import main
+
+    train_step = importlib.import_module("tsmap.steps.train")  # the module (tsmap.steps.train is also a function)
+
+    store = _make_store(tmp_path / "s", tmp_path / "videos")
+    real_create = train_step.create_head
+    monkeypatch.setattr(train_step, "create_head", lambda *a, **k: _kill_block3_after(real_create(*a, **k), 4))
+    args = ["train", "--store", str(store.root), "--run", str(tmp_path / "run"), "--head", "videomap"]
+    assert main([*args, "--epochs", "10", "--batch-size", "8", "--lr", "0.02", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    history = torch.load(tmp_path / "run" / "videomap.pt", weights_only=True)["extra"]["history"]
+    assert len(history) < 10 and history[-1]["collapsed"]
+    first = min(r["epoch"] for r in history if r.get("collapsed"))
+    assert f"warning: videomap: training collapsed at epoch {first} and stopped" in out
+    assert "--lr 0.01 --force" in out

@@ -15,6 +15,14 @@ ones), every epoch reports validation accuracy and the weights of the best epoch
 validation are the ones kept; ``patience`` stops a run that has not improved for that
 many epochs.
 
+A head can collapse: a few large steps early on kill every ReLU of one of its blocks, and
+from then on it gives every map the same scores (training loss ln C, top-1 at chance) and
+no gradient reaches below the dead block, so it never recovers (seen once on 324 real-footage
+maps at lr 0.01, BENCHMARKS.md (g)). After ``COLLAPSE_EPOCHS`` such epochs in a row training
+stops: with validation maps the best epoch before it is kept and its record says so
+(``collapse_epoch``); without them there is nothing worth keeping and ``TrainingCollapsed``
+is raised. Either way the message says to lower the learning rate.
+
 Training survives being killed: after every epoch the whole training state (weights,
 optimizer, scheduler, random generators, history, best weights so far) is written
 atomically to a state file, and a rerun with the same settings continues from the last
@@ -45,6 +53,32 @@ from tsmap.videomap.augment import feature_dropout_batch, mixup_batch, temporal_
 # larger passes fall out of the caches (benchmarks/train_head.py: batch 16 ~1.6x the maps/s
 # of batch 64 and more). Accumulated micro-batches give the whole batch's update (dropout masks aside).
 CPU_PASS_CELLS = 16 * 256 * 1280
+
+
+# Epochs in a row in which every batch's scores were the same for all its maps before a
+# run is called collapsed (one could be chance; a dead block stays dead).
+COLLAPSE_EPOCHS = 3
+
+
+class TrainingCollapsed(FloatingPointError):
+    """The head's scores stopped depending on its input and no earlier epoch can be kept."""
+
+
+def constant_scores(scores: torch.Tensor) -> bool:
+    """True when every row of ``scores`` (B x C, B >= 2) is the same, up to float rounding:
+    what a head whose ReLUs all died gives (its last layer sees zeros)."""
+    spread = (scores.amax(0) - scores.amin(0)).max()
+    return bool(spread <= 1e-6 * max(1.0, float(scores.abs().max())))
+
+
+def collapse_epoch(history: list[dict]) -> int | None:
+    """The first epoch of the run of collapsed epochs that stopped training, else None."""
+    if len(history) < COLLAPSE_EPOCHS or not all(r.get("collapsed") for r in history[-COLLAPSE_EPOCHS:]):
+        return None
+    epoch = len(history)
+    while epoch > 1 and history[epoch - 2].get("collapsed"):
+        epoch -= 1
+    return history[epoch - 1]["epoch"]
 
 
 def auto_micro_batch(batch: int, num_frames: int, feature_dim: int, device: str) -> int:
@@ -141,14 +175,16 @@ def train_head(
     )
     start = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
     for epoch in bar:
-        if _stalled(history, best["record"], config.patience):
+        if _stalled(history, best["record"], config.patience) or collapse_epoch(history):
             break
         if sampler is not None:
             sampler.set_epoch(epoch)
         model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen, checked, varied = 0.0, 0, 0, 0, 0
         for maps, labels in loader:
-            batch_loss, batch_correct = _train_step(forward, model, maps, labels, optimizer, loss_fn, config, device)
+            batch_loss, batch_correct, (batch_checked, batch_varied) = _train_step(
+                forward, model, maps, labels, optimizer, loss_fn, config, device
+            )
             if not math.isfinite(batch_loss):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1} (loss {batch_loss}); try a smaller learning rate (--lr)"
@@ -157,13 +193,17 @@ def train_head(
             total_loss += batch_loss * len(labels)
             correct += batch_correct
             seen += len(labels)
-        total_loss, correct, seen = distributed.sum_across([total_loss, correct, seen], device)
+            checked, varied = checked + batch_checked, varied + batch_varied
+        sums = distributed.sum_across([total_loss, correct, seen, checked, varied], device)
+        total_loss, correct, seen, checked, varied = sums
         record = {
             "epoch": epoch + 1,
             "loss": total_loss / seen,
             "train_top1": correct / seen,
             "lr": optimizer.param_groups[0]["lr"],
         }
+        if checked and not varied:
+            record["collapsed"] = True
         if val_data is not None and len(val_data):
             record |= validate(model, val_data, device)
             if _better(record, best["record"]):
@@ -177,6 +217,12 @@ def train_head(
         if state_path is not None and world.is_main:
             save_training_state(state_path, identity, model, optimizer, scheduler, generator, history, best)
     bar.close()
+    collapsed = collapse_epoch(history)
+    if collapsed and best["weights"] is None:
+        raise TrainingCollapsed(
+            f"training collapsed at epoch {collapsed}: the head gave every map the same scores (its ReLUs died) "
+            "and, without validation maps, no earlier epoch was kept; retrain with a smaller --lr (half or less)"
+        )
     _keep_best(model, history, best)
     return history
 
@@ -193,8 +239,9 @@ def _batches(model: nn.Module, data: Dataset, config: TrainConfig, world, genera
 
 def _train_step(
     forward, model, maps, labels, optimizer, loss_fn, config: TrainConfig, device: str
-) -> tuple[float, int]:
-    """One SGD step on one batch (augmented here); returns its mean loss and how many it got right.
+) -> tuple[float, int, tuple[int, int]]:
+    """One SGD step on one batch (augmented here); returns its mean loss, how many it got
+    right, and (passes of 2+ maps, those whose scores differed between maps: ``constant_scores``).
 
     Micro-batches give the same gradient as the whole batch (the loss is the batch mean),
     with the activations of one micro-batch alive at a time; heads with BatchNorm take the
@@ -207,7 +254,7 @@ def _train_step(
     chunk = config.micro_batch or auto_micro_batch(len(labels), maps.shape[1], maps.shape[2], device)
     chunk = len(labels) if has_batchnorm(model) else chunk
     starts = range(0, len(labels), chunk)
-    batch_loss, correct = 0.0, 0
+    batch_loss, correct, checked, varied = 0.0, 0, 0, 0
     for start in starts:
         x, y, y2 = maps[start : start + chunk], labels[start : start + chunk], mixed[start : start + chunk]
         last = start == starts[-1]
@@ -217,10 +264,12 @@ def _train_step(
             loss.backward()
         batch_loss += loss.item()
         correct += int((scores.argmax(1) == y).sum())
+        if len(y) > 1:
+            checked, varied = checked + 1, varied + (not constant_scores(scores.detach()))
     if math.isfinite(batch_loss):
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
         optimizer.step()
-    return batch_loss, correct
+    return batch_loss, correct, (checked, varied)
 
 
 def _keep_best(model: nn.Module, history: list[dict], best: dict) -> None:

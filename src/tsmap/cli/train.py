@@ -70,17 +70,19 @@ def train_configs(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from tsmap import steps
+    from tsmap.training import collapse_epoch
     from tsmap.videomap.store import VideoMapStore
 
     store = VideoMapStore.open(args.store)
     heads = list(steps.HEADS) if args.head == "both" else [args.head]
     run_dir = steps.run_folder(args.run, store, args.split)
     options.check_writable(run_dir, "--run")
+    configs = train_configs(args)
     histories = steps.train(
         store,
         run_dir,
         heads,
-        train_configs(args),
+        configs,
         attention=args.attention,
         attention_scoring=args.attention_scoring,
         device=args.device,
@@ -98,4 +100,11 @@ def run(args: argparse.Namespace) -> int:
         if kept is not None and "val_top1" in kept:
             line += f"; kept epoch {kept['epoch']} (validation top-1 {kept['val_top1']:.1%})"
         print(f"{line} -> {run_dir / (kind + '.pt')}")
+        collapsed = collapse_epoch(history)
+        if collapsed:
+            print(
+                f"warning: {kind}: training collapsed at epoch {collapsed} and stopped: the head gave every map the "
+                f"same scores (its ReLUs died), so the kept epoch is from before it; retrain with a smaller learning "
+                f"rate (--lr {configs[kind].lr / 2:g} --force)"
+            )
     return OK
