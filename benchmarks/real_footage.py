@@ -2,7 +2,8 @@
 
     python benchmarks/real_footage.py [--out real-footage] [--per-class 60] [--frames 64]
         [--image-size 160] [--draws 3] [--epochs E] [--train-args "--lr 0.005 ..."] [--tag NAME]
-        [--flow] [--finetune-flow] [--skip-build] [--skip-extract] [--no-probes] [--no-heads]
+        [--flow] [--finetune-flow] [--backbone efficientnet_lite1] [--skip-build] [--skip-extract]
+        [--no-probes] [--no-heads]
 
 Needs scikit-image (its photographs; ``pip install scikit-image``) and, optionally, Debian's
 opencv-doc (``apt-get install opencv-doc``: its sample videos give the play_forward /
@@ -19,7 +20,8 @@ What it does, the way a user would (the CLI through subprocesses, with this Pyth
    kept) and, for each of ``--draws`` seeded stratified 60/20/20 splits,
    ``OUT/splits/draw<k>/{train,val,test,trainval}.txt`` (``<path> <class>`` lines, for
    ``tsmap extract --dataset list``; train.txt holds no validation video);
-2. ``tsmap extract`` once into ``OUT/store`` (every video; a rerun skips mapped videos);
+2. ``tsmap extract`` once into ``OUT/store`` (every video; a rerun skips mapped videos); with
+   ``--backbone`` other than Lite0, into ``OUT/store-<backbone>``;
 3. for each draw: ``tsmap train --head both`` (tsmap's defaults, plus ``--epochs`` and
    ``--train-args``) on train.txt into ``OUT/runs/<tag>/draw<k>``, then ``tsmap evaluate`` on
    train, validation and test (the store is pointed at a split by rerunning ``tsmap extract``
@@ -78,6 +80,7 @@ METHODS = {
 }
 SUBSETS = ("train", "val", "test")
 # tsmap finetune's options for --finetune-flow: TSN's flow lr (0.005), 20 epochs for ~360 videos on a CPU.
+DEFAULT_BACKBONE = "efficientnet_lite0"  # tsmap extract's; its maps are OUT/store
 FINETUNE_ARGS = "--epochs 20 --lr 0.005 --lr-steps 12 17"
 LAMBDAS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 
@@ -171,6 +174,7 @@ def extract(
         "--resize", str(s["resize"]),
         "--engine", args.engine,
         "--stream", stream,
+        *(["--backbone", args.backbone] if stream == "rgb" else []),
         *(["--weights", str(weights)] if weights else []),
     )  # fmt: skip
 
@@ -438,6 +442,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws (default 0)")
     p.add_argument("--engine", default="auto", help="tsmap extract --engine (default auto)")
+    p.add_argument(
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+        help=f"tsmap extract --backbone for the RGB stream (default {DEFAULT_BACKBONE}); another one maps into "
+        "OUT/store-<backbone>",
+    )
     p.add_argument("--opencv-doc", default=str(rfd.OPENCV_DOC), help="opencv-doc's folder, or 'none'")
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/real_footage.json")
     args = p.parse_args()
@@ -455,7 +466,8 @@ def run(args: argparse.Namespace) -> None:
     parts.append("ftflow" if args.finetune_flow else "flow" if args.flow else "")
     tag = args.tag or slug(" ".join(filter(None, parts)))
     out = args.out.resolve()
-    paths = {"videos": out / "videos", "store": out / "store", "splits": out / "splits", "runs": out / "runs" / tag}
+    store = "store" if args.backbone == DEFAULT_BACKBONE else f"store-{args.backbone}"
+    paths = {"videos": out / "videos", "store": out / store, "splits": out / "splits", "runs": out / "runs" / tag}
     paths["flow_store"], paths["out"] = out / "store-flow", out
     paths["runs"].mkdir(parents=True, exist_ok=True)
     stages = Stages()

@@ -282,3 +282,10 @@ def test_tsmap_train_warns_when_a_head_collapsed(tmp_path, monkeypatch, capsys):
     first = min(r["epoch"] for r in history if r.get("collapsed"))
     assert f"warning: videomap: training collapsed at epoch {first} and stopped" in out
     assert "--lr 0.01 --force" in out
+    # Without validation maps there is no epoch to keep: one line, exit 2, no head saved.
+    run = tmp_path / "run-noval"
+    args = ["train", "--store", str(store.root), "--run", str(run), "--head", "videomap", "--val-fraction", "0"]
+    assert main([*args, "--epochs", "10", "--batch-size", "8", "--lr", "0.02", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tsmap: error: training collapsed at epoch") and err.count("\n") == 1
+    assert not (run / "videomap.pt").exists()
