@@ -62,6 +62,7 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "demo15_global": ("videomap", {"attention_scoring": "global"}, "cosine", DEMO),
     "demo15_colscale": ("videomap", {"scale": "column"}, "cosine", DEMO),
     "tsn_cosine": ("tsn", {}, "cosine", {}),
+    "tsn_cosine_lr0.005": ("tsn", {}, "cosine", {"lr": 0.005}),
     "tsn_demo15": ("tsn", {}, "cosine", DEMO),
 }
 

@@ -3,6 +3,8 @@ on it kept, settings checked before anything is written, and runs that notice ot
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -213,16 +215,18 @@ def test_the_evaluate_table_says_how_many_listed_videos_it_scored(tmp_path):
     assert table.splitlines()[-1].startswith(f"scored {CLASSES * 3 - 1} of {CLASSES * 3} test videos (1 have no")
 
 
-# -- a head that collapses (every ReLU of a block dead) stops and says so ------------------
-def _kill_block3_after(model, steps: int):
-    """From the ``steps``-th training pass on, block3's biases are so negative that all its
-    ReLUs are dead: what a few too-large SGD steps did on real footage (BENCHMARKS.md (g))."""
-    calls = {"n": 0}
+# -- a head that collapses (every ReLU of a block dead) starts again at half the lr, or says so
+def _kill_block3_after(model, steps: int, times: int = 10**9):
+    """After ``steps`` training passes, block3's biases are made so negative that all its
+    ReLUs die (what a few too-large SGD steps did on real footage, BENCHMARKS.md (g)); at
+    most ``times`` times (a killed head stays dead by itself)."""
+    calls = {"n": 0, "kills": 0}
 
     def hook(module, inputs):
         if module.training:
             calls["n"] += 1
-            if calls["n"] > steps:
+            if calls["n"] > steps and calls["kills"] < times:
+                calls["kills"] += 1
                 with torch.no_grad():
                     module[0].bias.fill_(-1e4)
 
@@ -240,42 +244,68 @@ def test_constant_scores_are_what_a_dead_head_gives():
     assert constant_scores(scores.detach())  # dropout of zeros is zeros: the FC's bias for every map
 
 
-def test_a_collapsed_head_stops_and_keeps_the_best_epoch_before_it():
-    from tsmap.training import COLLAPSE_EPOCHS, collapse_epoch
+COLLAPSING = TrainConfig(epochs=8, batch_size=16, lr=0.02, schedule="cosine", warmup_epochs=1, seed=0)
 
+
+def test_a_collapsed_head_is_trained_again_from_its_initial_weights_at_half_the_lr(capsys):
     train, val = Maps(48, seed=0), Maps(24, seed=1)
-    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=2 * 3)  # 3 batches an epoch
-    config = TrainConfig(epochs=12, batch_size=16, lr=0.02, schedule="cosine", warmup_epochs=1, seed=0)
-    history = train_head(model, train, config, show_progress=False, val_data=val)
-    assert [r.get("collapsed", False) for r in history] == [False, False] + [True] * COLLAPSE_EPOCHS
-    assert collapse_epoch(history) == 3
+    torch.manual_seed(0)
+    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=2 * 3, times=1)  # 3 batches an epoch
+    history = train_head(model, train, COLLAPSING, show_progress=False, val_data=val)
+    assert "collapsed at epoch 3" in capsys.readouterr().out
+    assert len(history) == COLLAPSING.epochs and not any(r.get("collapsed") for r in history)
+    assert all(r["lr_scale"] == 0.5 for r in history)
+    # The same head as a run at half the lr from the start: same initial weights, same seeds.
+    torch.manual_seed(0)
+    again = create_head("videomap", CLASSES, T, L)
+    expected = train_head(again, train, replace(COLLAPSING, lr=0.01), show_progress=False, val_data=val)
+    assert [r["val_top1"] for r in history] == [r["val_top1"] for r in expected]
+    for key, value in again.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
+
+
+def test_a_head_that_keeps_collapsing_stops_and_keeps_the_best_epoch_before_it(monkeypatch):
+    from tsmap import training
+
+    monkeypatch.setattr(training, "COLLAPSE_RESTARTS", 0)
+    train, val = Maps(48, seed=0), Maps(24, seed=1)
+    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=2 * 3)
+    history = train_head(model, train, replace(COLLAPSING, epochs=12), show_progress=False, val_data=val)
+    assert [r.get("collapsed", False) for r in history] == [False, False] + [True] * training.COLLAPSE_EPOCHS
+    assert training.collapse_epoch(history) == 3
+    assert training.collapse_epoch(history[:2]) is None
     kept = next(r for r in history if r["kept"])
     assert kept["epoch"] <= 2
     assert float(model.block3[0].bias.detach().min()) > -1e3  # the kept weights are from before the collapse
-    assert collapse_epoch(history[:-1]) is None  # two collapsed epochs are not yet a collapse
 
 
-def test_a_collapse_without_validation_maps_raises_instead_of_keeping_a_dead_head():
+def test_a_collapse_with_no_epoch_to_keep_raises_instead_of_saving_a_dead_head():
     from tsmap.training import TrainingCollapsed
 
-    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=3)
-    config = TrainConfig(epochs=12, batch_size=16, lr=0.02, schedule="cosine", warmup_epochs=1, seed=0)
+    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=3)  # every restart dies too
     with pytest.raises(TrainingCollapsed, match="--lr"):
-        train_head(model, Maps(48, seed=0), config, show_progress=False)
+        train_head(model, Maps(48, seed=0), COLLAPSING, show_progress=False)
 
 
-def test_tsmap_train_warns_when_a_head_collapsed(tmp_path, monkeypatch, capsys):
+def test_tsmap_train_says_when_a_head_collapsed(tmp_path, monkeypatch, capsys):
     import importlib
 
+    from tsmap import training
     from tsmap.cli import main
 
     train_step = importlib.import_module("tsmap.steps.train")  # the module (tsmap.steps.train is also a function)
-
     store = _make_store(tmp_path / "s", tmp_path / "videos")
     real_create = train_step.create_head
+    common = ["--head", "videomap", "--epochs", "10", "--batch-size", "8", "--lr", "0.02", "--quiet"]
+    # Once: trained again at half the lr, and the summary says so.
+    monkeypatch.setattr(train_step, "create_head", lambda *a, **k: _kill_block3_after(real_create(*a, **k), 4, 1))
+    assert main(["train", "--store", str(store.root), "--run", str(tmp_path / "once"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "note: videomap: the head collapsed at --lr 0.02; the one kept was trained at 0.01" in out
+    # Every time, with no restart left: stopped, and the summary says what to do.
+    monkeypatch.setattr(training, "COLLAPSE_RESTARTS", 0)
     monkeypatch.setattr(train_step, "create_head", lambda *a, **k: _kill_block3_after(real_create(*a, **k), 4))
-    args = ["train", "--store", str(store.root), "--run", str(tmp_path / "run"), "--head", "videomap"]
-    assert main([*args, "--epochs", "10", "--batch-size", "8", "--lr", "0.02", "--quiet"]) == 0
+    assert main(["train", "--store", str(store.root), "--run", str(tmp_path / "run"), *common]) == 0
     out = capsys.readouterr().out
     history = torch.load(tmp_path / "run" / "videomap.pt", weights_only=True)["extra"]["history"]
     assert len(history) < 10 and history[-1]["collapsed"]
@@ -284,8 +314,7 @@ def test_tsmap_train_warns_when_a_head_collapsed(tmp_path, monkeypatch, capsys):
     assert "--lr 0.01 --force" in out
     # Without validation maps there is no epoch to keep: one line, exit 2, no head saved.
     run = tmp_path / "run-noval"
-    args = ["train", "--store", str(store.root), "--run", str(run), "--head", "videomap", "--val-fraction", "0"]
-    assert main([*args, "--epochs", "10", "--batch-size", "8", "--lr", "0.02", "--quiet"]) == 2
+    assert main(["train", "--store", str(store.root), "--run", str(run), "--val-fraction", "0", *common]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tsmap: error: training collapsed at epoch") and err.count("\n") == 1
     assert not (run / "videomap.pt").exists()

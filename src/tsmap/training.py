@@ -19,9 +19,11 @@ A head can collapse: a few large steps early on kill every ReLU of one of its bl
 from then on it gives every map the same scores (training loss ln C, top-1 at chance) and
 no gradient reaches below the dead block, so it never recovers (seen once on 324 real-footage
 maps at lr 0.01, BENCHMARKS.md (g)). After ``COLLAPSE_EPOCHS`` such epochs in a row training
-stops: with validation maps the best epoch before it is kept and its record says so
-(``collapse_epoch``); without them there is nothing worth keeping and ``TrainingCollapsed``
-is raised. Either way the message says to lower the learning rate.
+starts again from the head's initial weights at half the learning rate, up to
+``COLLAPSE_RESTARTS`` times (the records of a restarted run carry ``lr_scale``). If the last
+try collapses too, the best epoch before its collapse is kept (``collapse_epoch`` finds it in
+the history); with no such epoch there is nothing worth keeping and ``TrainingCollapsed`` is
+raised, with a message that says to lower the learning rate.
 
 Training survives being killed: after every epoch the whole training state (weights,
 optimizer, scheduler, random generators, history, best weights so far) is written
@@ -35,6 +37,7 @@ import contextlib
 import copy
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +61,8 @@ CPU_PASS_CELLS = 16 * 256 * 1280
 # Epochs in a row in which every batch's scores were the same for all its maps before a
 # run is called collapsed (one could be chance; a dead block stays dead).
 COLLAPSE_EPOCHS = 3
+# Fresh starts at half the learning rate each after a collapse (seeded: the same every run).
+COLLAPSE_RESTARTS = 2
 
 
 class TrainingCollapsed(FloatingPointError):
@@ -72,13 +77,17 @@ def constant_scores(scores: torch.Tensor) -> bool:
 
 
 def collapse_epoch(history: list[dict]) -> int | None:
-    """The first epoch of the run of collapsed epochs that stopped training, else None."""
-    if len(history) < COLLAPSE_EPOCHS or not all(r.get("collapsed") for r in history[-COLLAPSE_EPOCHS:]):
-        return None
-    epoch = len(history)
-    while epoch > 1 and history[epoch - 2].get("collapsed"):
-        epoch -= 1
-    return history[epoch - 1]["epoch"]
+    """The first of the collapsed epochs that end ``history`` (its last weights give every map
+    the same scores), else None."""
+    start = len(history)
+    while start and history[start - 1].get("collapsed"):
+        start -= 1
+    return history[start]["epoch"] if start < len(history) else None
+
+
+def _collapsed_for_good(history: list[dict]) -> bool:
+    """The last ``COLLAPSE_EPOCHS`` epochs all collapsed: time to stop."""
+    return len(history) >= COLLAPSE_EPOCHS and all(r.get("collapsed") for r in history[-COLLAPSE_EPOCHS:])
 
 
 def auto_micro_batch(batch: int, num_frames: int, feature_dim: int, device: str) -> int:
@@ -141,8 +150,39 @@ def train_head(
     DistributedDataParallel and every rank takes ``batch_size / world size`` maps a
     step, so the global batch stays ``batch_size``; only rank 0 writes the state.
     Heads with BatchNorm run each batch in one pass (micro-batches would give them other
-    batch statistics, so another update).
+    batch statistics, so another update). A head that collapses is trained again from its
+    initial weights at half the learning rate (see the module's docstring).
     """
+    world = distributed.current()
+    initial = copy.deepcopy(model.state_dict())
+    for restart in range(COLLAPSE_RESTARTS + 1):
+        history, best = _train_once(model, data, config, device, show_progress, desc, state_path, val_data)
+        collapsed = collapse_epoch(history)
+        if not collapsed or restart == COLLAPSE_RESTARTS:
+            break
+        if world.is_main:
+            print(
+                f"note: {desc}: the head collapsed at epoch {collapsed} (the same scores for every map); "
+                f"training it again from its initial weights at half the learning rate ({config.lr / 2:g})"
+            )
+            if state_path is not None:
+                state_path.unlink(missing_ok=True)
+        model.load_state_dict(initial)
+        config = replace(config, lr=config.lr / 2)
+    for record in history if restart else []:
+        record["lr_scale"] = 0.5**restart
+    if collapsed and best["weights"] is None:
+        raise TrainingCollapsed(
+            f"training collapsed at epoch {collapsed} (at --lr {config.lr:g}): the head gave every map the same "
+            "scores (its ReLUs died) and no epoch before it was scored on validation maps; retrain with a smaller "
+            "--lr (half or less)"
+        )
+    _keep_best(model, history, best)
+    return history
+
+
+def _train_once(model, data, config: TrainConfig, device, show_progress, desc, state_path, val_data):
+    """One training run as ``train_head`` describes; returns (history, best epoch's record and weights)."""
     world = distributed.current()
     generator = seed_everything(config.seed)
     fit_standardizer(model, data)
@@ -175,7 +215,7 @@ def train_head(
     )
     start = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
     for epoch in bar:
-        if _stalled(history, best["record"], config.patience) or collapse_epoch(history):
+        if _stalled(history, best["record"], config.patience) or _collapsed_for_good(history):
             break
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -206,7 +246,7 @@ def train_head(
             record["collapsed"] = True
         if val_data is not None and len(val_data):
             record |= validate(model, val_data, device)
-            if _better(record, best["record"]):
+            if not record.get("collapsed") and _better(record, best["record"]):
                 best = {"record": record, "weights": copy.deepcopy(model.state_dict())}
         record["seconds"] = time.perf_counter() - start
         history.append(record)
@@ -217,14 +257,7 @@ def train_head(
         if state_path is not None and world.is_main:
             save_training_state(state_path, identity, model, optimizer, scheduler, generator, history, best)
     bar.close()
-    collapsed = collapse_epoch(history)
-    if collapsed and best["weights"] is None:
-        raise TrainingCollapsed(
-            f"training collapsed at epoch {collapsed}: the head gave every map the same scores (its ReLUs died) "
-            "and, without validation maps, no earlier epoch was kept; retrain with a smaller --lr (half or less)"
-        )
-    _keep_best(model, history, best)
-    return history
+    return history, best
 
 
 def _batches(model: nn.Module, data: Dataset, config: TrainConfig, world, generator: torch.Generator):

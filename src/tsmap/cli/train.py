@@ -100,11 +100,14 @@ def run(args: argparse.Namespace) -> int:
         if kept is not None and "val_top1" in kept:
             line += f"; kept epoch {kept['epoch']} (validation top-1 {kept['val_top1']:.1%})"
         print(f"{line} -> {run_dir / (kind + '.pt')}")
+        lr = configs[kind].lr * last.get("lr_scale", 1.0)
+        if "lr_scale" in last:
+            print(f"note: {kind}: the head collapsed at --lr {configs[kind].lr:g}; the one kept was trained at {lr:g}")
         collapsed = collapse_epoch(history)
         if collapsed:
             print(
                 f"warning: {kind}: training collapsed at epoch {collapsed} and stopped: the head gave every map the "
                 f"same scores (its ReLUs died), so the kept epoch is from before it; retrain with a smaller learning "
-                f"rate (--lr {configs[kind].lr / 2:g} --force)"
+                f"rate (--lr {lr / 2:g} --force)"
             )
     return OK
