@@ -373,7 +373,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--epochs", type=positive_int, help=f"training epochs. {default('epochs')}")
     p.add_argument("--batch-size", type=positive_int, help=f"VideoMaps per mini-batch. {default('batch_size')}")
-    p.add_argument("--lr", type=positive_float, help=f"base learning rate of SGD. {default('lr')}")
+    p.add_argument(
+        "--lr",
+        type=positive_float,
+        help=f"base learning rate of SGD. {default('lr')}. A head that collapses (the same scores for every map) "
+        "is trained again from its initial weights at half of it, up to twice, and the summary says so",
+    )
     p.add_argument(
         "--lr-step",
         type=positive_int,
