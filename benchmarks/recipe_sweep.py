@@ -170,7 +170,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args()
-    tune_malloc()  # as the tsmap command does: the head trains ~2x faster on CPU (BENCHMARKS.md (e))
+    tune_malloc()  # as the tsmap command does, so that wall times compare (BENCHMARKS.md (e))
     if args.threads:
         torch.set_num_threads(args.threads)
 
