@@ -79,8 +79,8 @@ METHODS = {
     "probe_chunks_fused": "probe: 4 chunks, RGB+flow",
 }
 SUBSETS = ("train", "val", "test")
-# tsmap finetune's options for --finetune-flow: TSN's flow lr (0.005), 20 epochs for ~360 videos on a CPU.
 DEFAULT_BACKBONE = "efficientnet_lite0"  # tsmap extract's; its maps are OUT/store
+# tsmap finetune's options for --finetune-flow: TSN's flow lr (0.005), 20 epochs for ~360 videos on a CPU.
 FINETUNE_ARGS = "--epochs 20 --lr 0.005 --lr-steps 12 17"
 LAMBDAS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 

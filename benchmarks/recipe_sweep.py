@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from machine import machine_record, save_results, saved_runs
 from real_footage import figures, read_lists
+from torch.utils.data import DataLoader
 
 from tsmap.data.clips import Clip
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
@@ -37,6 +38,7 @@ from tsmap.evaluation.fusion import TSN_WEIGHTS, fuse_scores
 from tsmap.fileio import seed_everything
 from tsmap.heads import create_head
 from tsmap.malloc import tune_malloc
+from tsmap.steps.train import kept_epoch
 from tsmap.train_config import recipe
 from tsmap.training import score_maps, train_head
 from tsmap.videomap.loader import MapDataset
@@ -84,7 +86,7 @@ def train_one(
     start = time.perf_counter()
     history = train_head(model, data, config, show_progress=False, val_data=held_data)
     seconds = time.perf_counter() - start
-    kept = next((r for r in history if r.get("kept")), history[-1])
+    kept = kept_epoch(history)
     return {
         "dead_channels": dead_channels(model, data),
         "val_scores": score_maps(model, val_data),
@@ -114,8 +116,8 @@ def dead_channels(model: torch.nn.Module, data: MapDataset) -> dict[str, float]:
     handles = [m.register_forward_hook(hook(n)) for n, m in blocks.items()]
     try:
         model.eval()
-        for start in range(0, len(data), 64):
-            model(torch.stack([data[i][0] for i in range(start, min(len(data), start + 64))]))
+        for maps, _ in DataLoader(data, batch_size=64):
+            model(maps)
     finally:
         for h in handles:
             h.remove()

@@ -73,7 +73,7 @@ def constant_scores(scores: torch.Tensor) -> bool:
     """True when every row of ``scores`` (B x C, B >= 2) is the same, up to float rounding:
     what a head whose ReLUs all died gives (its last layer sees zeros)."""
     spread = (scores.amax(0) - scores.amin(0)).max()
-    return bool(spread <= 1e-6 * max(1.0, float(scores.abs().max())))
+    return bool(spread <= 1e-6 * scores.abs().max().clamp_min(1.0))  # one device sync per pass
 
 
 def collapse_epoch(history: list[dict]) -> int | None:
