@@ -2,7 +2,7 @@
 
     python benchmarks/real_footage.py [--out real-footage] [--per-class 60] [--frames 64]
         [--image-size 160] [--draws 3] [--epochs E] [--train-args "--lr 0.005 ..."] [--tag NAME]
-        [--flow] [--finetune-flow] [--backbone efficientnet_lite1] [--skip-build] [--skip-extract]
+        [--flow] [--finetune-flow] [--backbone efficientnet_lite1] [--views 5] [--skip-build] [--skip-extract]
         [--no-probes] [--no-heads]
 
 Needs scikit-image (its photographs; ``pip install scikit-image``) and, optionally, Debian's
@@ -21,7 +21,9 @@ What it does, the way a user would (the CLI through subprocesses, with this Pyth
    ``OUT/splits/draw<k>/{train,val,test,trainval}.txt`` (``<path> <class>`` lines, for
    ``tsmap extract --dataset list``; train.txt holds no validation video);
 2. ``tsmap extract`` once into ``OUT/store`` (every video; a rerun skips mapped videos); with
-   ``--backbone`` other than Lite0, into ``OUT/store-<backbone>``;
+   ``--backbone`` other than Lite0, into ``OUT/store-<backbone>``; with ``--views N``
+   (``tsmap extract --views N``: the centre and corner crops), into ``OUT/store-views<N>``,
+   started from a copy of the single-view store's maps (the store grows the other views);
 3. for each draw: ``tsmap train --head both`` (tsmap's defaults, plus ``--epochs`` and
    ``--train-args``) on train.txt into ``OUT/runs/<tag>/draw<k>``, then ``tsmap evaluate`` on
    train, validation and test (the store is pointed at a split by rerunning ``tsmap extract``
@@ -51,6 +53,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -147,6 +150,17 @@ def extraction_settings(args: argparse.Namespace, store: Path) -> dict:
     return {"frames": args.frames, "image_size": args.image_size, "resize": resize}
 
 
+def seed_views_store(views_store: Path, single: Path) -> None:
+    """A new multi-view store starts as a copy of the single-view one (maps, settings, records):
+    `tsmap extract --views N` then adds the other views only, and view 0 stays the same map."""
+    if views_store.exists() or not (single / "store.json").is_file():
+        return
+    partial = views_store.with_name(views_store.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(single, partial, ignore=shutil.ignore_patterns(".tsmap.lock", "views"))
+    partial.rename(views_store)
+
+
 def extract(
     args,
     videos: Path,
@@ -175,6 +189,7 @@ def extract(
         "--engine", args.engine,
         "--stream", stream,
         *(["--backbone", args.backbone] if stream == "rgb" else []),
+        *(["--views", str(args.views)] if stream == "rgb" and args.views > 1 else []),
         *(["--weights", str(weights)] if weights else []),
     )  # fmt: skip
 
@@ -449,6 +464,14 @@ def main() -> None:
         help=f"tsmap extract --backbone for the RGB stream (default {DEFAULT_BACKBONE}); another one maps into "
         "OUT/store-<backbone>",
     )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=1,
+        help="tsmap extract --views for the RGB stream (default 1); more map into OUT/store-views<N>, which "
+        "starts from a copy of the single-view store's maps when that exists. The heads train on a view "
+        "drawn per map and epoch and are scored on all views averaged; the probes read view 0",
+    )
     p.add_argument("--opencv-doc", default=str(rfd.OPENCV_DOC), help="opencv-doc's folder, or 'none'")
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/real_footage.json")
     args = p.parse_args()
@@ -467,6 +490,9 @@ def run(args: argparse.Namespace) -> None:
     tag = args.tag or slug(" ".join(filter(None, parts)))
     out = args.out.resolve()
     store = "store" if args.backbone == DEFAULT_BACKBONE else f"store-{args.backbone}"
+    if args.views > 1:
+        single, store = store, f"{store}-views{args.views}"
+        seed_views_store(out / store, out / single)
     paths = {"videos": out / "videos", "store": out / store, "splits": out / "splits", "runs": out / "runs" / tag}
     paths["flow_store"], paths["out"] = out / "store-flow", out
     paths["runs"].mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,11 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "cosine_lr0.005": ("videomap", {}, "cosine", {"lr": 0.005}),
     "cosine_warmup5": ("videomap", {}, "cosine", {"warmup_epochs": 5.0}),
     "cosine_lr0.005_warmup5": ("videomap", {}, "cosine", {"lr": 0.005, "warmup_epochs": 5.0}),
+    "cosine_fdrop0.3": ("videomap", {}, "cosine", {"feature_dropout": 0.3}),
+    "cosine_tcrop0.7": ("videomap", {}, "cosine", {"temporal_crop": 0.7}),
+    "cosine_ls0.1": ("videomap", {}, "cosine", {"label_smoothing": 0.1}),
+    "cosine_wd5e-3": ("videomap", {}, "cosine", {"weight_decay": 5e-3}),
+    "cosine_noatt": ("videomap", {"attention": "none"}, "cosine", {}),
     "demo15": ("videomap", {}, "cosine", DEMO),
     "demo15_fdrop0.3": ("videomap", {}, "cosine", DEMO | {"feature_dropout": 0.3}),
     "demo15_mixup0.2": ("videomap", {}, "cosine", DEMO | {"mixup": 0.2}),
@@ -77,7 +82,10 @@ def train_one(
     head, options, base, overrides = CANDIDATES[name]
     config = recipe(base, **(overrides | ({"epochs": epochs} if epochs else {})))  # --epochs wins
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
-    data, held_data, val_data = (MapDataset(store, clips, in_memory=True) for clips in (fit, held, subsets["val"]))
+    # views=True: a multi-view store trains on a view drawn per map and epoch, and validates on all, as `tsmap train`
+    data, held_data, val_data = (
+        MapDataset(store, clips, in_memory=True, views=True) for clips in (fit, held, subsets["val"])
+    )
     missing = data.missing + held_data.missing + val_data.missing
     if missing:
         raise SystemExit(f"recipe_sweep: {len(missing)} videos have no map in {store.root}, e.g. {missing[0]}")

@@ -202,6 +202,8 @@ def _train_once(model, data, config: TrainConfig, device, show_progress, desc, s
         "num_val_maps": len(val_data) if val_data is not None else 0,
         "world_size": world.size,
     }
+    if getattr(data, "views", 1) > 1:  # a view drawn per map and epoch: other batches
+        identity["views"] = data.views
     if state_path is not None:
         history = resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device, best)
     bar = tqdm(
@@ -219,6 +221,8 @@ def _train_once(model, data, config: TrainConfig, device, show_progress, desc, s
             break
         if sampler is not None:
             sampler.set_epoch(epoch)
+        if hasattr(data, "set_epoch"):  # a multi-view MapDataset draws each map's view
+            data.set_epoch(epoch, config.seed)
         model.train()
         total_loss, correct, seen, checked, varied = 0.0, 0, 0, 0, 0
         for maps, labels in loader:
@@ -390,7 +394,12 @@ def resume_training_state(
 def score_maps(
     model: nn.Module, data: Dataset, batch_size: int = 64, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class scores (N x C, pre-softmax) and labels for every map of ``data``."""
+    """Class scores (N x C, pre-softmax) and labels for every map of ``data``; with several
+    views a video (a multi-view ``MapDataset``), the scores of its views averaged, as TSN
+    averages its crops."""
+    if getattr(data, "views", 1) > 1:
+        scored = [score_maps(model, data.view(v), batch_size, device) for v in range(data.views)]
+        return np.mean([s for s, _ in scored], axis=0), scored[0][1]
     model.to(device).eval()
     scores, labels = [], []
     for maps, y in DataLoader(data, batch_size=batch_size, shuffle=False):

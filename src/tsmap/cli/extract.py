@@ -41,6 +41,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "without it, extraction into a store whose videos changed stops and lists them",
     )
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
+    p.add_argument(
+        "--views",
+        type=options.positive_int,
+        default=1,
+        metavar="N",
+        help="map N crops of every video (RGB only): the centre one, then the top-left, top-right, "
+        "bottom-left and bottom-right corners, up to 5. `tsmap train` then trains on a view drawn at random "
+        "each epoch, and validation and `tsmap evaluate` average the scores of every view (TSN's multi-crop "
+        "testing). Costs N times the extraction. A store keeps the views it was made with; a single-view "
+        "store takes more. Default: 1",
+    )
+    p.add_argument(
+        "--flip-views",
+        action="store_true",
+        help="also map each view mirrored left to right (2N views). A mirror turns a pan right into a pan "
+        "left and a clockwise turn into an anticlockwise one: leave it off when classes differ by direction",
+    )
     options.add_stream(p)
     options.add_device(p)
     options.add_quiet(p)
@@ -56,6 +73,17 @@ def check_flow_options(args: argparse.Namespace) -> None:
     if args.flow_preset is not None and args.flow_preset not in PRESETS[args.flow]:
         choices = ", ".join(PRESETS[args.flow])
         raise UsageError(f"--flow {args.flow} has the presets {choices}, not {args.flow_preset}")
+
+
+def views_from_args(args: argparse.Namespace):
+    """The views --views and --flip-views ask for (RGB only)."""
+    from tsmap.data.video import CROP_POSITIONS, Views
+
+    if args.views > len(CROP_POSITIONS):
+        raise UsageError(f"--views takes 1 to {len(CROP_POSITIONS)} crops (the centre and 4 corners), not {args.views}")
+    if args.stream == "flow" and (args.views > 1 or args.flip_views):
+        raise UsageError("--views and --flip-views map RGB crops; leave them out with --stream flow")
+    return Views(args.views, args.flip_views)
 
 
 def check_engine(args: argparse.Namespace) -> None:
@@ -89,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_flow_options(args)
     check_engine(args)
+    views = views_from_args(args)
     dataset = dataset_from_args(args, split=args.split if args.dataset in ("hmdb51", "ucf101") else None)
     options.check_writable(args.store, "--store")
     extract_options = steps.ExtractOptions(
@@ -105,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         flow=args.flow,
         flow_preset=args.flow_preset,
         remap_changed=args.remap_changed,
+        views=views,
     )
     try:
         store, summary = steps.extract(dataset, args.store, extract_options, show_progress=not args.quiet)

@@ -80,23 +80,71 @@ class FrameGeometry:
         # resize-then-crop "center", so stores of the two do not mix).
         return {"image_size": self.size, "resize": self.resize, "crop": "center-first"}
 
-    def crop_box(self, width: int, height: int) -> tuple[int, int, int]:
-        """(top, left, side) of the kept square in the decoded frame's pixels."""
+    def crop_box(self, width: int, height: int, position: tuple[int, int] = (1, 1)) -> tuple[int, int, int]:
+        """(top, left, side) of the kept square in the decoded frame's pixels.
+
+        ``position`` places it in halves of the margin, (row, column): (1, 1) is the centre,
+        (0, 0) the top-left corner, (2, 2) the bottom-right one.
+        """
         short = min(width, height)
         side = min(short, max(1, round(self.size * short / self.resize)))
-        return (height - side) // 2, (width - side) // 2, side
+        return (height - side) * position[0] // 2, (width - side) * position[1] // 2, side
 
     def convert(self, frame: av.VideoFrame) -> np.ndarray:
-        top, left, side = self.crop_box(frame.width, frame.height)
-        if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-            # OpenCV's BT.601 conversion (swscale's default too) is ~3x faster than PyAV's.
-            rgb = cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
-        else:
-            rgb = frame.to_ndarray(format="rgb24")
+        return self._crop(_to_rgb(frame), self.crop_box(frame.width, frame.height))
+
+    def convert_views(self, frame: av.VideoFrame, views: Views) -> np.ndarray:
+        """The frame's ``views.count`` crops, V x size x size x 3; crop 0 is ``convert(frame)``."""
+        rgb = _to_rgb(frame)
+        crops = [self._crop(rgb, self.crop_box(frame.width, frame.height, p)) for p in views.positions]
+        if views.flip:
+            crops += [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+        return np.stack(crops)
+
+    def _crop(self, rgb: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+        top, left, side = box
         rgb = rgb[top : top + side, left : left + side]
         if rgb.shape[0] == self.size and rgb.shape[1] == self.size:
             return np.ascontiguousarray(rgb)
         return cv2.resize(np.ascontiguousarray(rgb), (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+
+# Where the crops of a multi-view map sit, in halves of the margin (row, column): the
+# centre first (the single-view map), then the corners, as TSN's test-time crops.
+CROP_POSITIONS = ((1, 1), (0, 0), (0, 2), (2, 0), (2, 2))
+
+
+@dataclass(frozen=True)
+class Views:
+    """The views mapped per video: ``crops`` squares (centre, then corners), each also
+    mirrored when ``flip``. View 0 is the centre crop: the single-view map, bit for bit.
+
+    A mirror turns a pan right into a pan left (and clockwise into anticlockwise), so flips
+    are for datasets whose classes do not differ by direction only.
+    """
+
+    crops: int = 1
+    flip: bool = False
+
+    def __post_init__(self):
+        if not 1 <= self.crops <= len(CROP_POSITIONS):
+            raise ValueError(f"views: 1 to {len(CROP_POSITIONS)} crops, not {self.crops}")
+
+    @property
+    def positions(self) -> tuple[tuple[int, int], ...]:
+        return CROP_POSITIONS[: self.crops]
+
+    @property
+    def count(self) -> int:
+        return self.crops * (2 if self.flip else 1)
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as H x W x 3 RGB uint8."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        # OpenCV's BT.601 conversion (swscale's default too) is ~3x faster than PyAV's.
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
 
 
 def _decode(
@@ -172,6 +220,17 @@ def read_distinct_frames(
     videos of HMDB51's shortest classes have fewer frames).
     """
     frames, count = decode_sampled(path, lambda n: uniform_indices(n, num_samples), geometry.convert)
+    distinct, rows = np.unique(uniform_indices(count, num_samples), return_inverse=True)
+    return np.stack([frames[int(i)] for i in distinct]), rows.reshape(-1), count
+
+
+def read_distinct_views(
+    path: Path | str, num_samples: int, geometry: FrameGeometry, views: Views
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``read_distinct_frames`` with every frame cut into ``views.count`` crops: N x V x H x W x 3."""
+    frames, count = decode_sampled(
+        path, lambda n: uniform_indices(n, num_samples), lambda f: geometry.convert_views(f, views)
+    )
     distinct, rows = np.unique(uniform_indices(count, num_samples), return_inverse=True)
     return np.stack([frames[int(i)] for i in distinct]), rows.reshape(-1), count
 

@@ -18,7 +18,7 @@ from tsmap.heads.checkpoint import load_head
 from tsmap.steps.common import HEAD_LABELS, HEADS, SCORES_KEYS_FILE, fits_in_memory, resolve_device, store_dataset
 from tsmap.training import score_maps
 from tsmap.videomap.loader import MapDataset
-from tsmap.videomap.settings import MapSettings
+from tsmap.videomap.settings import VIEW_KEYS, MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore, require_same_maps
 
 
@@ -67,7 +67,7 @@ def evaluate(
     for kind, (_, meta) in heads.items():
         _check_compatible(meta, store, dataset, run_dir / f"{kind}.pt")
     clips = _clips_to_score(dataset, split, heads, run_dir)
-    data = MapDataset(store, clips, in_memory=fits_in_memory(store, len(clips)))
+    data = MapDataset(store, clips, in_memory=fits_in_memory(store, len(clips) * store.views), views=True)
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root} ({len(clips)} {split} videos listed, none mapped)")
     paired = order_pair_classes(dataset)
@@ -79,6 +79,7 @@ def evaluate(
         "stream": store.map_settings.stream,
         "num_videos": len(data),
         "num_listed": len(clips),
+        "views": data.views,  # scores averaged over this many views a video
         "missing_videos": data.missing,
         "classes": dataset.classes,
         "scores_keys": SCORES_KEYS_FILE,
@@ -150,7 +151,12 @@ def _check_compatible(meta: dict, store: VideoMapStore, dataset: VideoDataset, p
             f"{path} was trained on {trained.stream} VideoMaps, {store.root} holds {store.map_settings.stream} ones"
         )
     require_same_maps(
-        trained, store.map_settings, f"{path}", "evaluate it on a store made like its own", ("head has", "store has")
+        trained,
+        store.map_settings,
+        f"{path}",
+        "evaluate it on a store made like its own",
+        ("head has", "store has"),
+        ignore=VIEW_KEYS,  # view 0 is the single-view map; the other views are more crops of it
     )
     if meta["classes"] != dataset.classes:
         raise StoreError(f"{path} was trained on other classes than the dataset of {store.root}")

@@ -18,7 +18,7 @@ import torch
 
 from tsmap import distributed
 from tsmap.data.datasets import VideoDataset, apply_recorded_split, split_record
-from tsmap.data.video import FrameGeometry
+from tsmap.data.video import FrameGeometry, Views
 from tsmap.fileio import folder_lock
 from tsmap.finetune.provenance import check_extraction, write_trained_keys
 from tsmap.frames.encoder import STREAMS, FrameEncoder
@@ -43,6 +43,9 @@ class ExtractOptions:
     stream: str = "rgb"  # rgb (frames) or flow (5-field optical flow stacks)
     flow: str = "dis"  # optical flow method of the flow stream: dis or tvl1
     flow_preset: str | None = None  # None: the method's default (dis: medium)
+    # Crops (and mirrors) mapped per video besides the centre one (RGB only); a store keeps
+    # the views it was made with, and maps them for every new video.
+    views: Views = Views()
     # Map again the videos whose file changed since their map was made (another size or
     # content); without it such a store is refused with the list of changed videos.
     remap_changed: bool = False
@@ -141,7 +144,7 @@ def _extract_locked(
         weights=options.weights,
     )
     geometry = FrameGeometry(options.image_size, options.resize)
-    settings = extraction_settings(encoder, options.frames, geometry, flow)
+    settings = extraction_settings(encoder, options.frames, geometry, flow, options.views)
     # Rank 0 creates or checks the store and prepares it before the others start writing;
     # a new store records its source at once, an existing one only once its maps are checked.
     notes: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tsmap.steps.common import HEAD_LABELS
+from tsmap.videomap.store import describe_views
 
 if TYPE_CHECKING:
     from tsmap.videomap.extract import ExtractionSummary
@@ -19,11 +20,12 @@ GROUP_COLUMNS = {
 
 def format_extraction(summary: ExtractionSummary, store: VideoMapStore) -> str:
     """One line of counts, speed and size, then one line per failed video and where they are listed."""
-    size = sum(p.stat().st_size for p in store.maps_dir.rglob("*.npy")) if store.maps_dir.is_dir() else 0
+    size = sum(p.stat().st_size for d in (store.maps_dir, store.root / "views") for p in d.rglob("*.npy"))
+    views = f" ({describe_views(store.map_settings.view_spec)} a video)" if store.views > 1 else ""
     lines = [
-        f"extraction: {summary.done} mapped, {summary.skipped} already in the store, {len(summary.failed)} failed; "
-        f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} {store.map_settings.unit}/s on {summary.engine}); "
-        f"store {store.root} is {size / 2**20:.1f} MiB"
+        f"extraction: {summary.done} mapped{views}, {summary.skipped} already in the store, "
+        f"{len(summary.failed)} failed; {summary.seconds:.1f} s ({summary.frames_per_second:.0f} "
+        f"{store.map_settings.unit}/s on {summary.engine}); store {store.root} is {size / 2**20:.1f} MiB"
     ]
     lines += [f"  failed: {key}: {reason}" for key, reason in summary.failed.items()]
     if summary.failed:

@@ -52,9 +52,10 @@ def train(
     check_store(store, dataset)  # a fine-tuned ConvNet must not have seen this split's test videos
     train_clips, val_clips = carve_validation(dataset.clips(split), val_fraction, val_seed)
     budget = int(memory_budget_gib * 2**30)
-    in_memory = fits_in_memory(store, len(train_clips) + len(val_clips), budget)
-    data = MapDataset(store, train_clips, in_memory=in_memory)
-    val_data = MapDataset(store, val_clips, in_memory=in_memory) if val_clips else None
+    in_memory = fits_in_memory(store, (len(train_clips) + len(val_clips)) * store.views, budget)
+    # Every view a multi-view store holds: one drawn per map and epoch, their scores averaged on validation.
+    data = MapDataset(store, train_clips, in_memory=in_memory, views=True)
+    val_data = MapDataset(store, val_clips, in_memory=in_memory, views=True) if val_clips else None
     if len(data) == 0:
         raise DatasetError(f"no {split} VideoMaps in {store.root}: run `tsmap extract` first")
     missing = data.missing + (val_data.missing if val_data is not None else [])

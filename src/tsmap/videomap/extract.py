@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tsmap.data.clips import Clip
-from tsmap.data.video import FrameGeometry, VideoError, read_distinct_frames
+from tsmap.data.video import FrameGeometry, VideoError, Views, read_distinct_frames, read_distinct_views
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.flow import FLOW_STACK, FlowMethod, make_flow, read_distinct_flow_stacks
 from tsmap.frames.onnx_runtime import free_cores
@@ -33,7 +33,11 @@ from tsmap.videomap.store import StoreError, VideoMapStore
 
 
 def extraction_settings(
-    encoder: FrameEncoder, num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None
+    encoder: FrameEncoder,
+    num_frames: int,
+    geometry: FrameGeometry,
+    flow: FlowMethod | None = None,
+    views: Views = Views(),
 ) -> MapSettings:
     """Everything that changes a map's values; stores refuse to mix maps of different settings.
 
@@ -43,9 +47,12 @@ def extraction_settings(
     changes the maps by rounding only. Weights other than the built-in ImageNet ones (a
     fine-tuned or BN-Inception checkpoint) are recorded by name and hash, with the file's
     path for ``tsmap predict`` and, for a fine-tuned ConvNet, what it was trained on.
+    ``views`` beyond one (RGB only) add the crops and mirrors mapped besides the centre.
     """
     if (encoder.stream == "flow") != (flow is not None):
         raise ValueError("a flow encoder needs a flow method, and an RGB encoder none")
+    if flow is not None and views.count > 1:
+        raise ValueError("views are mapped for the RGB stream only")
     settings = MapSettings(
         frames=num_frames,
         feature_dim=encoder.feature_dim,
@@ -56,6 +63,7 @@ def extraction_settings(
         weights=encoder.weights if flow is not None or not encoder.default_weights else None,
         weights_file=encoder.weights_file,
         weights_trained_on=getattr(encoder, "trained_on", None),
+        views={"crops": views.crops, "flip": views.flip} if views.count > 1 else None,
     )
     if flow is not None:
         settings = settings.with_(
@@ -101,15 +109,25 @@ def videomap_from_frames(frames: np.ndarray, encoder: FrameEncoder, rows: np.nda
     return features if rows is None else features[rows]
 
 
+def other_views(frames: np.ndarray, encoder: FrameEncoder, rows: np.ndarray) -> np.ndarray:
+    """The maps of views 1..V-1 of N x V frames, V-1 x T x L (encoded in one pass)."""
+    n, v = frames.shape[:2]
+    features = encoder.encode(frames[:, 1:].reshape(n * (v - 1), *frames.shape[2:]))
+    return features.reshape(n, v - 1, -1)[rows].transpose(1, 0, 2)
+
+
 def clip_reader(
-    num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None
+    num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None, views: Views = Views()
 ) -> Callable[[Path], tuple[np.ndarray, np.ndarray]]:
     """``read(path)`` -> (distinct inputs, rows): RGB frames, or flow stacks when ``flow`` is given.
 
     ``inputs[rows]`` are the T inputs of the map; a video shorter than T repeats some,
     which are then encoded once. Safe to call from several threads: each thread gets its
     own copy of the flow method (an OpenCV flow object must not run in two threads at once).
+    With more than one of ``views``, the inputs are N x V frames (view 0: the centre crop).
     """
+    if flow is None and views.count > 1:
+        return lambda path: read_distinct_views(path, num_frames, geometry, views)[:2]
     if flow is None:
         return lambda path: read_distinct_frames(path, num_frames, geometry)[:2]
     local = threading.local()
@@ -196,10 +214,11 @@ def extract_clips(
     With ``flow`` (and a flow encoder), rows are flow stacks instead of frames.
     """
     summary = ExtractionSummary()
-    todo = [c for c in clips if not store.has(c.key)]
+    todo = [c for c in clips if not store.complete(c.key)]
     summary.skipped = len(clips) - len(todo)
     num_frames = store.num_frames
-    read = clip_reader(num_frames, geometry, flow)
+    views = store.map_settings.view_spec
+    read = clip_reader(num_frames, geometry, flow, views)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=desc, unit="video", disable=not show_progress, dynamic_ncols=True)
     done_keys: set[str] = set()
@@ -232,13 +251,19 @@ def extract_clips(
                         raise ExtractionAborted(str(exc)) from exc
                     bar.update(1)
                     continue
-                store.write(clip.key, videomap_from_frames(frames, encoder, rows))
+                if views.count > 1:
+                    # View 0 alone first, as a single-view store encodes it: the same map, bit for bit.
+                    if not store.has(clip.key):
+                        store.write(clip.key, videomap_from_frames(frames[:, 0], encoder, rows))
+                    store.write_views(clip.key, other_views(frames, encoder, rows))
+                else:
+                    store.write(clip.key, videomap_from_frames(frames, encoder, rows))
                 # What the map was made from, so a replaced video is never served this map.
                 store.record_source(clip.key, video_root / clip.key)
                 done_keys.add(clip.key)
                 summary.done += 1
-                summary.frames += num_frames
-                summary.encoded += len(frames)
+                summary.frames += num_frames * views.count
+                summary.encoded += len(frames) * views.count
                 bar.update(1)
                 bar.set_postfix(frames_per_s=f"{summary.frames / (time.perf_counter() - start):.0f}")
         finally:

@@ -12,14 +12,26 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from tsmap.data.video import FrameGeometry
+from tsmap.data.video import FrameGeometry, Views
 
 STORE_FORMAT = 1
 # Settings that say where something is, not what the maps are.
 LOCATION_KEYS = ("source", "weights_file")
 # Optional keys: absent from store.json when None (RGB stores with ImageNet weights keep
 # the keys they always had).
-_OPTIONAL = ("weights", "weights_file", "flow_method", "flow_preset", "flow_bound", "flow_stack", "weights_trained_on")
+_OPTIONAL = (
+    "weights",
+    "weights_file",
+    "flow_method",
+    "flow_preset",
+    "flow_bound",
+    "flow_stack",
+    "weights_trained_on",
+    "views",
+)
+# The extra views of a multi-view store: its view 0 is the single-view store's map, so a
+# head may be scored on either; only training on them makes another head.
+VIEW_KEYS = ("views",)
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class MapSettings:
     flow_preset: str | None = None
     flow_bound: float | None = None
     flow_stack: int | None = None
+    views: dict | None = None  # {"crops": N, "flip": bool} when more than one view a video
     format: int = STORE_FORMAT
     source: dict = field(default_factory=dict, compare=False)  # the dataset's spec
     extra: dict = field(default_factory=dict)  # keys this tsmap does not know, kept and compared
@@ -67,6 +80,10 @@ class MapSettings:
     @property
     def geometry(self) -> FrameGeometry:
         return FrameGeometry(self.image_size, self.resize)
+
+    @property
+    def view_spec(self) -> Views:
+        return Views(**self.views) if self.views else Views()
 
     @property
     def unit(self) -> str:

@@ -6,6 +6,8 @@ Layout::
       store.json            settings that made every map (backbone, T, crop, ...)
       maps/<video key>.npy  one map per video; the key is the video's path relative
                             to the dataset root, so every split reads the same store
+      views/<video key>.npy a multi-view store's other views of the video (V-1 x T x L:
+                            corner crops, mirrors); maps/ holds view 0, the centre crop
       failures.jsonl        videos that could not be mapped, one JSON line each
       sources.jsonl         what each map was made from: the video's size, mtime and a
                             quick content digest (one JSON line a map; the latest wins)
@@ -33,6 +35,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from tsmap.data.video import Views
 from tsmap.fileio import (
     TMP_MARK,
     WriteError,
@@ -42,7 +45,7 @@ from tsmap.fileio import (
     save_numpy,
     write_json,
 )
-from tsmap.videomap.settings import STORE_FORMAT, MapSettings
+from tsmap.videomap.settings import STORE_FORMAT, VIEW_KEYS, MapSettings
 
 SETTINGS_FILE = "store.json"
 FAILURES_FILE = "failures.jsonl"
@@ -111,6 +114,26 @@ def require_same_maps(
         raise StoreError(f"{what} was made with other settings ({listed}); {fix}")
 
 
+def _views_after(have: MapSettings, want: MapSettings, root: Path) -> dict | None:
+    """The views a store holds after an extraction asks for ``want``'s: a single-view store
+    takes more; a multi-view store keeps its own (asking one view maps those too), and
+    refuses other multi-view settings, whose maps would not stack."""
+    if want.view_spec.count == 1 or want.views == have.views:
+        return have.views
+    if have.view_spec.count == 1:
+        return want.views
+    raise StoreError(
+        f"{root} holds {describe_views(have.view_spec)} a video, not {describe_views(want.view_spec)}; "
+        "ask for the store's views, or use another --store folder"
+    )
+
+
+def describe_views(views: Views) -> str:
+    """'5 crops, mirrored (10 views)' and the like."""
+    crops = f"{views.crops} crop{'s' if views.crops > 1 else ''}"
+    return f"{crops}, mirrored ({views.count} views)" if views.flip else crops
+
+
 class VideoMapStore:
     def __init__(self, root: Path | str, settings: MapSettings | dict):
         self.root = Path(root)
@@ -159,7 +182,8 @@ class VideoMapStore:
         if (root / SETTINGS_FILE).exists():
             store = cls.open(root)
             fix = "use another --store folder or the store's settings"
-            require_same_maps(store.map_settings, settings, str(root), fix)
+            require_same_maps(store.map_settings, settings, str(root), fix, ignore=VIEW_KEYS)
+            settings = settings.with_(views=_views_after(store.map_settings, settings, root))
             moved = settings.with_(source=settings.source or store.map_settings.source)
             if moved.to_dict() != store.settings:
                 store.map_settings = moved
@@ -195,6 +219,11 @@ class VideoMapStore:
 
     # -- entries -------------------------------------------------------------
     @property
+    def views(self) -> int:
+        """Maps a video: 1, or the count of a multi-view store (view 0 in maps/, the rest in views/)."""
+        return self.map_settings.view_spec.count
+
+    @property
     def num_frames(self) -> int:
         return int(self.settings["frames"])
 
@@ -208,8 +237,15 @@ class VideoMapStore:
             raise StoreError(f"invalid video key {key!r}: must be a relative path inside the dataset")
         return self.maps_dir.joinpath(*rel.parts).with_name(rel.name + ".npy")
 
+    def views_path_of(self, key: str) -> Path:
+        return self.root / "views" / self.path_of(key).relative_to(self.maps_dir)
+
     def has(self, key: str) -> bool:
         return self.path_of(key).is_file()
+
+    def complete(self, key: str) -> bool:
+        """Every view of ``key`` is mapped (its map, and in a multi-view store its other views)."""
+        return self.has(key) and (self.views == 1 or self.views_path_of(key).is_file())
 
     def write(self, key: str, videomap: np.ndarray) -> None:
         expected = (self.num_frames, self.feature_dim)
@@ -219,21 +255,49 @@ class VideoMapStore:
             raise StoreError(f"map for {key} has non-finite values")
         save_numpy(self.path_of(key), videomap.astype(np.float16))
 
+    def write_views(self, key: str, views: np.ndarray) -> None:
+        """The other views of ``key`` (V-1 x T x L), in a multi-view store."""
+        expected = (self.views - 1, self.num_frames, self.feature_dim)
+        if views.shape != expected:
+            raise StoreError(f"views of {key} have shape {views.shape}, store expects {expected}")
+        if not np.all(np.isfinite(views)):
+            raise StoreError(f"views of {key} have non-finite values")
+        save_numpy(self.views_path_of(key), views.astype(np.float16))
+
     def read(self, key: str, mmap: bool = True) -> np.ndarray:
-        path = self.path_of(key)
-        if not path.is_file():
+        """The map of ``key`` (view 0), T x L."""
+        if not self.has(key):
             raise StoreError(f"no VideoMap for {key} in {self.root}")
+        return self._load(self.path_of(key), (self.num_frames, self.feature_dim), mmap)
+
+    def read_view(self, key: str, v: int, mmap: bool = True) -> np.ndarray:
+        """View ``v`` of ``key``, T x L (view 0: the map ``read`` gives)."""
+        return self.read(key, mmap) if v == 0 else self._other_views(key, mmap)[v - 1]
+
+    def read_views(self, key: str, mmap: bool = True) -> np.ndarray:
+        """Every view of ``key``, V x T x L (view 0 first)."""
+        first = self.read(key, mmap)[None]
+        return first if self.views == 1 else np.concatenate([first, self._other_views(key, mmap)])
+
+    def _other_views(self, key: str, mmap: bool) -> np.ndarray:
+        path = self.views_path_of(key)
+        if not path.is_file():
+            raise StoreError(f"no other views of {key} in {self.root}: run `tsmap extract` on the store again")
+        return self._load(path, (self.views - 1, self.num_frames, self.feature_dim), mmap)
+
+    def _load(self, path: Path, shape: tuple[int, ...], mmap: bool) -> np.ndarray:
         try:
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise StoreError(f"{path} is not a readable map: {exc}") from exc
-        if arr.shape != (self.num_frames, self.feature_dim):
-            raise StoreError(f"{path} has shape {arr.shape}, store expects {(self.num_frames, self.feature_dim)}")
+        if arr.shape != shape:
+            raise StoreError(f"{path} has shape {arr.shape}, store expects {shape}")
         return arr
 
     def discard(self, key: str) -> None:
-        """Remove the map of ``key`` (to map its video again)."""
+        """Remove the maps of ``key`` (to map its video again)."""
         self.path_of(key).unlink(missing_ok=True)
+        self.views_path_of(key).unlink(missing_ok=True)
 
     def keys(self) -> Iterator[str]:
         if not self.maps_dir.is_dir():
@@ -244,7 +308,8 @@ class VideoMapStore:
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by killed runs (call when no other writer runs)."""
-        return remove_temporaries(self.maps_dir, recursive=True) + remove_temporaries(self.root)
+        folders = (self.maps_dir, self.root / "views")
+        return sum(remove_temporaries(f, recursive=True) for f in folders) + remove_temporaries(self.root)
 
     # -- appending one line -----------------------------------------------------------
     def _append(self, name: str, item: dict) -> None:
