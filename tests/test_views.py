@@ -142,6 +142,8 @@ def test_cli_trains_and_evaluates_on_views_and_refuses_bad_view_options(tiny_dem
     assert VideoMapStore.open(store).views == 2
     train = ["--quiet", "train", "--store", str(store), "--run", str(run), "--epochs", "2", "--batch-size", "8"]
     assert main([*train, "--head", "tsn"]) == 0
+    capsys.readouterr()
     assert main(["evaluate", "--store", str(store), "--run", str(run)]) == 0
+    assert "the scores of 2 views a video averaged" in capsys.readouterr().out
     results = json.loads((run / "results.json").read_text())
     assert results["views"] == 2

@@ -50,6 +50,8 @@ def scored_line(results: dict) -> str:
     """How many of the listed videos were scored: figures over a subset must say so."""
     listed = results.get("num_listed", results["num_videos"])
     line = f"scored {results['num_videos']} of {listed} {results['split']} videos"
+    if results.get("views", 1) > 1:
+        line += f", the scores of {results['views']} views a video averaged"
     if results["num_videos"] < listed:
         line += f" ({listed - results['num_videos']} have no VideoMap: listed in results.json as missing_videos)"
     return line
