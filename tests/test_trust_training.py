@@ -264,6 +264,42 @@ def test_a_collapsed_head_is_trained_again_from_its_initial_weights_at_half_the_
         torch.testing.assert_close(model.state_dict()[key], value, msg=key)
 
 
+def test_a_run_killed_while_training_again_resumes_at_the_smaller_lr(tmp_path, capsys):
+    train, val = Maps(48, seed=0), Maps(24, seed=1)
+    state = tmp_path / "videomap.training-state.pt"
+
+    def kill_after(model, passes: int):
+        calls = {"n": 0}
+
+        def hook(module, inputs):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] > passes:
+                    raise KeyboardInterrupt
+
+        model.register_forward_pre_hook(hook)
+        return model
+
+    torch.manual_seed(0)
+    model = _kill_block3_after(create_head("videomap", CLASSES, T, L), steps=2 * 3, times=1)
+    # Collapsed epochs 3-5 (15 passes), then 4 epochs of the restart at half the lr, then killed.
+    with pytest.raises(KeyboardInterrupt):
+        killed = kill_after(model, 15 + 4 * 3)
+        train_head(killed, train, COLLAPSING, state_path=state, val_data=val, show_progress=False)
+    capsys.readouterr()
+    torch.manual_seed(0)
+    rerun = create_head("videomap", CLASSES, T, L)
+    history = train_head(rerun, train, COLLAPSING, state_path=state, val_data=val, show_progress=False)
+    assert "resuming videomap.training-state.pt after epoch 4 of 8" in capsys.readouterr().out
+    assert all(r["lr_scale"] == 0.5 for r in history)
+    torch.manual_seed(0)
+    again = create_head("videomap", CLASSES, T, L)
+    expected = train_head(again, train, replace(COLLAPSING, lr=0.01), show_progress=False, val_data=val)
+    assert [r["val_top1"] for r in history] == [r["val_top1"] for r in expected]
+    for key, value in again.state_dict().items():
+        torch.testing.assert_close(rerun.state_dict()[key], value, msg=key)
+
+
 def test_a_head_that_keeps_collapsing_stops_and_keeps_the_best_epoch_before_it(monkeypatch):
     from tsmap import training
 

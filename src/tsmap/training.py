@@ -155,7 +155,9 @@ def train_head(
     """
     world = distributed.current()
     initial = copy.deepcopy(model.state_dict())
-    for restart in range(COLLAPSE_RESTARTS + 1):
+    first = _restart_in_state(state_path, model, data, config, val_data)  # a run killed after a restart
+    config = replace(config, lr=config.lr * 0.5**first)
+    for restart in range(first, COLLAPSE_RESTARTS + 1):
         history, best = _train_once(model, data, config, device, show_progress, desc, state_path, val_data)
         collapsed = collapse_epoch(history)
         if not collapsed or restart == COLLAPSE_RESTARTS:
@@ -181,6 +183,35 @@ def train_head(
     return history
 
 
+def _identity(model: nn.Module, data: Dataset, config: TrainConfig, val_data: Dataset | None) -> dict:
+    """What a saved training state must match to be resumed."""
+    identity = {
+        "config": config.to_dict(),
+        "model": model.config,
+        "num_maps": len(data),
+        "num_val_maps": len(val_data) if val_data is not None else 0,
+        "world_size": distributed.current().size,
+    }
+    if getattr(data, "views", 1) > 1:  # a view drawn per map and epoch: other batches
+        identity["views"] = data.views
+    return identity
+
+
+def _restart_in_state(state_path: Path | None, model, data, config: TrainConfig, val_data) -> int:
+    """Which restart after a collapse the state at ``state_path`` was saved in (0: none, or no
+    state), so that a run killed while training again at a smaller lr resumes there."""
+    if state_path is None or not state_path.is_file():
+        return 0
+    try:
+        saved = torch.load(state_path, map_location="cpu", weights_only=True).get("identity")
+    except Exception:  # noqa: BLE001 - an unreadable state is reported when it is resumed
+        return 0
+    for restart in range(1, COLLAPSE_RESTARTS + 1):
+        if saved == _identity(model, data, replace(config, lr=config.lr * 0.5**restart), val_data):
+            return restart
+    return 0
+
+
 def _train_once(model, data, config: TrainConfig, device, show_progress, desc, state_path, val_data):
     """One training run as ``train_head`` describes; returns (history, best epoch's record and weights)."""
     world = distributed.current()
@@ -195,15 +226,7 @@ def _train_once(model, data, config: TrainConfig, device, show_progress, desc, s
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history: list[dict] = []
     best: dict = {"record": None, "weights": None}
-    identity = {
-        "config": config.to_dict(),
-        "model": model.config,
-        "num_maps": len(data),
-        "num_val_maps": len(val_data) if val_data is not None else 0,
-        "world_size": world.size,
-    }
-    if getattr(data, "views", 1) > 1:  # a view drawn per map and epoch: other batches
-        identity["views"] = data.views
+    identity = _identity(model, data, config, val_data)
     if state_path is not None:
         history = resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device, best)
     bar = tqdm(
