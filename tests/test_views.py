@@ -19,6 +19,7 @@ from tsmap.data.datasets import folder_dataset
 from tsmap.data.video import FrameGeometry, Views, read_distinct_frames, read_distinct_views
 from tsmap.heads import create_head
 from tsmap.steps.extract import ExtractOptions
+from tsmap.steps.predict import load_run
 from tsmap.steps.tables import format_extraction
 from tsmap.training import score_maps
 from tsmap.videomap.loader import MapDataset
@@ -147,3 +148,15 @@ def test_cli_trains_and_evaluates_on_views_and_refuses_bad_view_options(tiny_dem
     assert "the scores of 2 views a video averaged" in capsys.readouterr().out
     results = json.loads((run / "results.json").read_text())
     assert results["views"] == 2
+
+    # predict scores both views of a new video and averages, as evaluate does.
+    key = (tiny_demo / "test.txt").read_text().split()[0]
+    run_ = load_run(run, "tsn", "cpu")
+    maps = torch.from_numpy(np.array(VideoMapStore.open(store).read_views(key))).float()
+    with torch.inference_mode():
+        scores = run_.head(maps)
+    want = torch.softmax(scores.mean(0), 0)
+    got = dict(run_.predict(tiny_demo / key, top=3))
+    for i in want.topk(3).indices.tolist():
+        assert got[run_.classes[i]] == pytest.approx(float(want[i]), abs=2e-3)
+    assert not torch.allclose(torch.softmax(scores[0], 0), want, atol=1e-4)  # the views do count

@@ -9,14 +9,15 @@ import torch
 
 from tsmap.heads.checkpoint import load_head
 from tsmap.steps.common import resolve_device
-from tsmap.videomap.extract import encoder_for_store, flow_from_settings, video_to_map
+from tsmap.videomap.extract import encoder_for_store, flow_from_settings, video_to_maps
 from tsmap.videomap.settings import MapSettings
 
 
 @dataclass
 class Run:
     """A trained head with what it needs to classify new videos: its classes and the
-    settings of the maps it was trained on (the same ConvNet, T and geometry map new videos)."""
+    settings of the maps it was trained on (the same ConvNet, T and geometry map new videos;
+    a head trained on a multi-view store scores every view and averages, as evaluation does)."""
 
     head: torch.nn.Module
     classes: list[str]
@@ -27,9 +28,11 @@ class Run:
         """The ``top`` classes of one video with their probabilities, best first."""
         encoder = encoder_for_store(self.settings, self.device)
         flow = flow_from_settings(self.settings)
-        videomap = video_to_map(video, encoder, self.settings.frames, self.settings.geometry, flow)
+        views = self.settings.view_spec
+        maps = video_to_maps(video, encoder, self.settings.frames, self.settings.geometry, flow, views)
         with torch.inference_mode():
-            probs = torch.softmax(self.head(torch.from_numpy(videomap)[None].to(self.device)), dim=1)[0].cpu()
+            scores = self.head(torch.from_numpy(maps).to(self.device)).mean(0)  # raw scores, views averaged
+            probs = torch.softmax(scores, dim=0).cpu()
         values, idx = probs.topk(min(top, len(self.classes)))
         return [(self.classes[i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=True)]
 

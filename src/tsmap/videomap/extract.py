@@ -149,8 +149,22 @@ def video_to_map(
     flow: FlowMethod | None = None,
 ) -> np.ndarray:
     """The VideoMap of one video: RGB frames, or with ``flow`` (and a flow encoder) flow stacks."""
-    frames, rows = clip_reader(num_frames, geometry, flow)(Path(path))
-    return videomap_from_frames(frames, encoder, rows)
+    return video_to_maps(path, encoder, num_frames, geometry, flow)[0]
+
+
+def video_to_maps(
+    path: Path | str,
+    encoder: FrameEncoder,
+    num_frames: int,
+    geometry: FrameGeometry,
+    flow: FlowMethod | None = None,
+    views: Views = Views(),
+) -> np.ndarray:
+    """The maps of every view of one video, V x T x L (view 0, the centre crop, first)."""
+    frames, rows = clip_reader(num_frames, geometry, flow, views)(Path(path))
+    if views.count == 1:
+        return videomap_from_frames(frames, encoder, rows)[None]
+    return np.concatenate([videomap_from_frames(frames[:, 0], encoder, rows)[None], other_views(frames, encoder, rows)])
 
 
 @dataclass
