@@ -20,6 +20,8 @@ def test_extract_train_evaluate_load_predict(tiny_demo, tmp_path):
     top = run.predict(video, top=3)
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
     assert all(name in run.classes for name, _ in top)
+    grown = tsmap.extract(tiny_demo, tmp_path / "maps", frames=8, image_size=64, resize=64, views=2)
+    assert grown.views == 2 and all(grown.complete(key) for key in grown.keys())
 
 
 def test_importing_tsmap_does_not_load_torch():

@@ -18,6 +18,7 @@ from pathlib import Path
 from tsmap import steps
 from tsmap.data.datasets import open_dataset
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION
+from tsmap.data.video import Views
 from tsmap.steps.predict import Run, load_run
 from tsmap.train_config import recipe
 from tsmap.videomap.store import VideoMapStore
@@ -33,11 +34,15 @@ def extract(
         store: the store folder (created, or resumed when it exists with the same settings).
         dataset: "folder", "list", "hmdb51" or "ucf101"; its options (``splits_dir``,
             ``train_list``, ``test_list``, ``test_fraction``, ...) go in ``options`` too.
-        options: ``steps.ExtractOptions`` fields (``frames``, ``image_size``, ``backbone``, ...).
+        options: ``steps.ExtractOptions`` fields (``frames``, ``image_size``, ``backbone``, ...);
+            ``views=5`` and ``flip_views=True`` as ``tsmap extract --views 5 --flip-views``.
     """
     dataset_keys = {"splits_dir", "split", "test_fraction", "seed", "train_list", "test_list", "classes_file"}
     data = open_dataset(dataset, videos, **{k: v for k, v in options.items() if k in dataset_keys})
-    extract_options = steps.ExtractOptions(**{k: v for k, v in options.items() if k not in dataset_keys})
+    options = {k: v for k, v in options.items() if k not in dataset_keys}
+    if isinstance(options.get("views"), int) or "flip_views" in options:
+        options["views"] = Views(options.get("views", 1), options.pop("flip_views", False))
+    extract_options = steps.ExtractOptions(**options)
     opened, _ = steps.extract(data, Path(store), extract_options, show_progress=show_progress)
     return opened
 
