@@ -265,9 +265,12 @@ def extract_clips(
                         raise ExtractionAborted(str(exc)) from exc
                     bar.update(1)
                     continue
+                mapped = views.count
                 if views.count > 1:
                     # View 0 alone first, as a single-view store encodes it: the same map, bit for bit.
-                    if not store.has(clip.key):
+                    if store.has(clip.key):
+                        mapped -= 1  # a single-view store growing views keeps its maps
+                    else:
                         store.write(clip.key, videomap_from_frames(frames[:, 0], encoder, rows))
                     store.write_views(clip.key, other_views(frames, encoder, rows))
                 else:
@@ -276,8 +279,8 @@ def extract_clips(
                 store.record_source(clip.key, video_root / clip.key)
                 done_keys.add(clip.key)
                 summary.done += 1
-                summary.frames += num_frames * views.count
-                summary.encoded += len(frames) * views.count
+                summary.frames += num_frames * mapped
+                summary.encoded += len(frames) * mapped
                 bar.update(1)
                 bar.set_postfix(frames_per_s=f"{summary.frames / (time.perf_counter() - start):.0f}")
         finally:
