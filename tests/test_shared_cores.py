@@ -93,7 +93,7 @@ def test_spinning_comes_back_on_request(monkeypatch):
 def test_decode_threads_fit_the_free_cores(monkeypatch, free, asked, used):
     from types import SimpleNamespace
 
-    from tsmap.data.video import FrameGeometry
+    from tsmap.data.video import FrameGeometry, Views
     from tsmap.videomap import extract
 
     seen = []
@@ -105,6 +105,6 @@ def test_decode_threads_fit_the_free_cores(monkeypatch, free, asked, used):
 
     monkeypatch.setattr(extract, "free_cores", lambda: free)
     monkeypatch.setattr(extract, "ThreadPoolExecutor", Pool)
-    store = SimpleNamespace(has=lambda key: True, num_frames=4)
+    store = SimpleNamespace(complete=lambda key: True, num_frames=4, map_settings=SimpleNamespace(view_spec=Views()))
     extract.extract_clips([], None, store, None, FrameGeometry(32, 36), show_progress=False, decode_workers=asked)
     assert seen == [used]
