@@ -101,6 +101,7 @@ def train_one(
         "train_scores": score_maps(model, data),
         "kept_epoch": kept.get("epoch"),
         "epochs_run": len(history),
+        "lr_scale": kept.get("lr_scale", 1.0),  # < 1: the head collapsed and was trained again at a smaller lr
         "seconds": seconds,
         "config": dataclasses.asdict(config),
     }
@@ -152,6 +153,7 @@ def run_candidate(
         "kept_epoch": [s["kept_epoch"] for s in streams],
         "dead_channels": [s["dead_channels"] for s in streams],
         "epochs_run": [s["epochs_run"] for s in streams],
+        "lr_scale": [s["lr_scale"] for s in streams],
         "seconds": sum(s["seconds"] for s in streams),
         "config": streams[0]["config"],
         "head": CANDIDATES[name][0],
@@ -199,7 +201,8 @@ def main() -> None:
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
             print(
                 f"{name:24s} draw {k}: val {r['val']['top1'] * 100:5.1f} train {r['train_top1'] * 100:5.1f} "
-                f"kept {r['kept_epoch']}/{r['epochs_run']} {r['seconds']:.0f}s dead {dead_text(r)} | {groups}",
+                f"kept {r['kept_epoch']}/{r['epochs_run']} lr x{r['lr_scale']} {r['seconds']:.0f}s "
+                f"dead {dead_text(r)} | {groups}",
                 flush=True,
             )
         summary[name] = summarize(draws)

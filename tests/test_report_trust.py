@@ -213,3 +213,26 @@ def test_report_does_not_change_what_it_has_written(synthetic_report):
     on_disk = json.loads((out / "report.json").read_text())
     assert "_curves" not in json.dumps(on_disk) and on_disk["localization"] == report["localization"]
     assert report["density"]["tsn"]["16"]["per_seed"] and report["main_head_labels"]["tsn"] == DESIGNS["tsn"].label
+
+
+def test_report_says_when_a_head_collapsed_and_was_trained_again(tmp_path, monkeypatch):
+    """A design whose head was trained again at a smaller lr after a collapse is named in the log."""
+    from tsmap.report import experiments
+
+    clips = _clips(3, 4)
+    store = _store(tmp_path / "store", clips)
+    data = MapDataset(store, clips, True)
+    real = experiments.train_or_reuse
+
+    def restarted(*args, **kwargs):  # the real training; its records marked as after one restart
+        model, history, seconds, reused = real(*args, **kwargs)
+        return model, [r | {"lr_scale": 0.5} for r in history], seconds, reused
+
+    monkeypatch.setattr(experiments, "train_or_reuse", restarted)
+    lines: list[str] = []
+    options = ReportOptions(epochs=1, batch_size=4, show_progress=False, device="cpu")
+    splits = experiments.Splits(train=data, val=data, test=data)
+    experiments.train_designs(
+        ["conv1"], [0], splits, store, ["c0", "c1", "c2"], {}, options, tmp_path / "heads", lines.append
+    )
+    assert any("collapsed" in line and "0.5 x the learning rate" in line for line in lines), lines

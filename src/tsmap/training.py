@@ -203,7 +203,8 @@ def _restart_in_state(state_path: Path | None, model, data, config: TrainConfig,
     if state_path is None or not state_path.is_file():
         return 0
     try:
-        saved = torch.load(state_path, map_location="cpu", weights_only=True).get("identity")
+        # Memory-mapped: only the identity is read here; resuming loads the rest.
+        saved = torch.load(state_path, map_location="cpu", weights_only=True, mmap=True).get("identity")
     except Exception:  # noqa: BLE001 - an unreadable state is reported when it is resumed
         return 0
     for restart in range(1, COLLAPSE_RESTARTS + 1):

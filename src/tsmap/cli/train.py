@@ -70,6 +70,7 @@ def train_configs(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from tsmap import steps
+    from tsmap.steps.train import kept_epoch
     from tsmap.training import collapse_epoch
     from tsmap.videomap.store import VideoMapStore
 
@@ -95,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for kind, history in histories.items():
         last = history[-1]
-        kept = next((r for r in history if r.get("kept")), None)
+        kept = kept_epoch(history)
         line = f"{kind}: {len(history)} epochs, final loss {last['loss']:.3f}, train top-1 {last['train_top1']:.1%}"
-        if kept is not None and "val_top1" in kept:
+        if "val_top1" in kept:
             line += f"; kept epoch {kept['epoch']} (validation top-1 {kept['val_top1']:.1%})"
         print(f"{line} -> {run_dir / (kind + '.pt')}")
         lr = configs[kind].lr * last.get("lr_scale", 1.0)

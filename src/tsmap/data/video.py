@@ -138,6 +138,10 @@ class Views:
     def count(self) -> int:
         return self.crops * (2 if self.flip else 1)
 
+    def to_dict(self) -> dict:
+        """The store's ``views`` setting (``Views(**d)`` reads it back)."""
+        return {"crops": self.crops, "flip": self.flip}
+
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as H x W x 3 RGB uint8."""

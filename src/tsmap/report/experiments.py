@@ -270,6 +270,11 @@ def train_designs(
                 key, seed, splits.train, store, classes, options, heads_dir, val, log
             )
             runs.reused += reused
+            if history and history[-1].get("lr_scale", 1.0) < 1:
+                log(
+                    f"note: {DESIGNS[key].label}, seed {seed}: the head collapsed and was trained again at "
+                    f"{history[-1]['lr_scale']:g} x the learning rate"
+                )
             runs.test[key].append(figures_of(*score_maps(model, splits.test, device=options.device), groups))
             if val is not None:
                 runs.val_top1[key].append(summarize(*score_maps(model, val, device=options.device))["top1"])

@@ -63,7 +63,7 @@ def extraction_settings(
         weights=encoder.weights if flow is not None or not encoder.default_weights else None,
         weights_file=encoder.weights_file,
         weights_trained_on=getattr(encoder, "trained_on", None),
-        views={"crops": views.crops, "flip": views.flip} if views.count > 1 else None,
+        views=views.to_dict() if views.count > 1 else None,
     )
     if flow is not None:
         settings = settings.with_(
@@ -116,6 +116,20 @@ def other_views(frames: np.ndarray, encoder: FrameEncoder, rows: np.ndarray) -> 
     return features.reshape(n, v - 1, -1)[rows].transpose(1, 0, 2)
 
 
+def encode_views(
+    frames: np.ndarray, rows: np.ndarray, encoder: FrameEncoder, views: Views, view0: bool = True
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(view 0's map, T x L; views 1..V-1, V-1 x T x L, or None with one view).
+
+    View 0 is encoded alone, as a single-view store encodes it: the same map, bit for bit.
+    Without ``view0`` (a single-view store growing views keeps its maps) it is not encoded: None.
+    """
+    if views.count == 1:
+        return videomap_from_frames(frames, encoder, rows), None
+    first = videomap_from_frames(frames[:, 0], encoder, rows) if view0 else None
+    return first, other_views(frames, encoder, rows)
+
+
 def clip_reader(
     num_frames: int, geometry: FrameGeometry, flow: FlowMethod | None = None, views: Views = Views()
 ) -> Callable[[Path], tuple[np.ndarray, np.ndarray]]:
@@ -162,9 +176,8 @@ def video_to_maps(
 ) -> np.ndarray:
     """The maps of every view of one video, V x T x L (view 0, the centre crop, first)."""
     frames, rows = clip_reader(num_frames, geometry, flow, views)(Path(path))
-    if views.count == 1:
-        return videomap_from_frames(frames, encoder, rows)[None]
-    return np.concatenate([videomap_from_frames(frames[:, 0], encoder, rows)[None], other_views(frames, encoder, rows)])
+    first, rest = encode_views(frames, rows, encoder, views)
+    return first[None] if rest is None else np.concatenate([first[None], rest])
 
 
 @dataclass
@@ -265,16 +278,13 @@ def extract_clips(
                         raise ExtractionAborted(str(exc)) from exc
                     bar.update(1)
                     continue
-                mapped = views.count
-                if views.count > 1:
-                    # View 0 alone first, as a single-view store encodes it: the same map, bit for bit.
-                    if store.has(clip.key):
-                        mapped -= 1  # a single-view store growing views keeps its maps
-                    else:
-                        store.write(clip.key, videomap_from_frames(frames[:, 0], encoder, rows))
-                    store.write_views(clip.key, other_views(frames, encoder, rows))
-                else:
-                    store.write(clip.key, videomap_from_frames(frames, encoder, rows))
+                grow = views.count > 1 and store.has(clip.key)  # a single-view store growing views
+                first, rest = encode_views(frames, rows, encoder, views, view0=not grow)
+                if first is not None:
+                    store.write(clip.key, first)
+                if rest is not None:
+                    store.write_views(clip.key, rest)
+                mapped = views.count - grow
                 # What the map was made from, so a replaced video is never served this map.
                 store.record_source(clip.key, video_root / clip.key)
                 done_keys.add(clip.key)
