@@ -41,7 +41,7 @@ from machine import save_results
 
 from tsmap.data.datasets import folder_dataset
 from tsmap.data.synthetic import DemoConfig, generate_demo_dataset
-from tsmap.data.video import FrameGeometry, uniform_indices
+from tsmap.data.video import FrameGeometry, Views, uniform_indices
 from tsmap.frames import onnx_runtime
 from tsmap.frames.efficientnet_lite import load_pretrained_lite0
 from tsmap.frames.encoder import FrameEncoder
@@ -158,6 +158,13 @@ def main() -> None:
     parser.add_argument("--decode-workers", type=int, default=2, help="decoding threads. Default: 2 (tsmap's)")
     parser.add_argument("--no-eager", action="store_true", help="skip the eager-loop baseline")
     parser.add_argument(
+        "--views",
+        type=int,
+        default=1,
+        help="crops mapped per frame (tsmap extract --views): end to end then counts every view's ConvNet input. "
+        "Default: 1",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -202,7 +209,7 @@ def main() -> None:
         busy = busy_cores_of_others()
         encoder = FrameEncoder(batch_size=args.batch_size, engine=args.engine, image_size=args.image_size)
         geometry = FrameGeometry(args.image_size, max(args.image_size, round(args.image_size * 256 / 224)))
-        settings = extraction_settings(encoder, args.frames, geometry)
+        settings = extraction_settings(encoder, args.frames, geometry, views=Views(args.views))
         policies = {"now": (encoder, contextlib.nullcontext)}
         if args.legacy_threads:
             with legacy_threads():
@@ -264,7 +271,8 @@ def main() -> None:
         ]
     print(
         f"EfficientNet-Lite0 at {args.image_size} px on {encoder.engine}, batch {args.batch_size}, "
-        f"T = {args.frames}, {len(clips)} videos, {torch.get_num_threads()} threads; peak memory {peak:.0f} MiB"
+        f"T = {args.frames}, {len(clips)} videos, {args.views} view(s) a frame, {torch.get_num_threads()} threads; "
+        f"peak memory {peak:.0f} MiB"
     )
     print(
         f"{args.background_load} busy background process(es); {busy:.2f} of {usable_cores()} cores busy with other "
@@ -292,7 +300,8 @@ def main() -> None:
         "ort_threads": encoder_threads(encoder),
         "before_issue_16_threads": legacy,
     }
-    save_results(f"extract_load{args.background_load}" if args.background_load else "extract", record)
+    name = "extract" + (f"_load{args.background_load}" if args.background_load else "")
+    save_results(name + (f"_views{args.views}" if args.views > 1 else ""), record)
 
 
 if __name__ == "__main__":
