@@ -123,6 +123,20 @@ def test_checkpoint_roundtrip(tmp_path):
         load_head(tmp_path / "bad.pt")
 
 
+def test_a_narrower_head_keeps_its_widths_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    head = VideoMapHead(C, T, L, widths=(4, 8, 8)).eval()
+    assert [head.block1[0].out_channels, head.block2[0].out_channels, head.block3[0].out_channels] == [4, 8, 8]
+    assert sum(p.numel() for p in head.parameters()) < sum(p.numel() for p in _head().parameters())
+    save_head(tmp_path / "h.pt", head, [f"c{i}" for i in range(C)], {"frames": T})
+    loaded, _ = load_head(tmp_path / "h.pt")
+    x = torch.randn(2, T, L)
+    torch.testing.assert_close(loaded(x), head(x))
+    assert "widths" not in _head().config  # the paper's head: checkpoints as before
+    with pytest.raises(ValueError, match="widths"):
+        VideoMapHead(C, T, L, widths=(4, 8))
+
+
 def test_standardizer_centres_columns_and_shares_one_scale():
     gen = torch.Generator().manual_seed(0)
     maps = torch.randn(64, T, L, generator=gen) * 2.0 + 3.0

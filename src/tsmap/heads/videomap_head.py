@@ -353,7 +353,10 @@ class VideoMapHead(nn.Module):
         dropout: float = 0.5,
         attention_scoring: str = "rows",
         scale: str = "shared",
+        widths: tuple[int, int, int] = HEAD_WIDTHS,
     ):
+        """``widths``: the three blocks' channels; the paper's head is (16, 32, 32), narrower
+        ones are for small datasets (fewer weights, mostly in the FC)."""
         super().__init__()
         if attention not in ATTENTION_VARIANTS:
             raise ValueError(f"attention must be one of {ATTENTION_VARIANTS}, got {attention!r}")
@@ -369,10 +372,15 @@ class VideoMapHead(nn.Module):
             "attention_scoring": attention_scoring,
             "scale": scale,
         }
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(f"widths must be 3 positive channel counts, got {widths!r}")
+        if widths != HEAD_WIDTHS:  # checkpoints of the paper's head keep their config
+            self.config["widths"] = list(widths)
         self.num_frames = num_frames
         self.use = {"A0": "A0" in attention, "A1": "A1" in attention, "A2": "A2" in attention}
         self.standardize = FeatureStandardizer(feature_dim, scale)
-        c1, c2, c3 = HEAD_WIDTHS
+        c1, c2, c3 = widths
         self.block1, self.block2, self.block3 = conv_block(1, c1), conv_block(c1, c2), conv_block(c2, c3)
         self.attention = TemporalAttention(num_frames, attention_scoring) if attention != "none" else None
         t3, l3 = num_frames, feature_dim
