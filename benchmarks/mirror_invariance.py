@@ -45,7 +45,6 @@ def windows(photo: np.ndarray, rng: np.random.Generator, count: int, size: int) 
         side = int(min(h, w) * rng.uniform(0.4, 0.6))
         x = int(rng.integers(0, w - side - int(max(SHIFTS) * w) + 1))
         y = int(rng.integers(0, h - side + 1))
-
         window = crop(photo, x, y, side, size)
         out["window"].append(window)
         out["mirror"].append(np.ascontiguousarray(window[:, ::-1]))
