@@ -37,7 +37,10 @@ What it does, the way a user would (the CLI through subprocesses, with this Pyth
 draw); ``--finetune-flow`` instead fine-tunes the flow ConvNet on each draw's training videos
 first (``tsmap finetune --stream flow``, ``--finetune-args``; skipped where
 ``OUT/finetune/draw<k>`` already holds its checkpoint) and maps the videos with it into
-``OUT/store-ftflow-draw<k>``, the paper's two-stage pipeline; the flow probes are then left out.
+``OUT/store-ftflow-draw<k>``, the paper's two-stage pipeline (the flow probes then read each
+draw's own maps). With either, the streams are fused twice: at TSN's 1 : 1.5 (``tsmap fuse``)
+and at each head's flow weight chosen on the draw's validation videos (``tsmap fuse
+--choose-weights``'s rule, ``tsmap.evaluation.fusion.choose_flow_weight``).
 
 Prints top-1 (mean +- sample std over the draws) on train / val / test for each method, and
 per pair on val and test (10-way top-1 on the pair's videos; a frame-averaging model can name
@@ -65,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from machine import machine_record, save_results, saved_runs
 
+from tsmap.evaluation.fusion import choose_flow_weight, fuse_runs
 from tsmap.fileio import FolderBusy, folder_lock
 from tsmap.finetune.train import finetune_output
 
@@ -80,6 +84,9 @@ METHODS = {
     "tsn_fused": "TSN, RGB+flow",
     "probe_chunks_flow": "probe: 4 chunks, flow",
     "probe_chunks_fused": "probe: 4 chunks, RGB+flow",
+    # the flow weight chosen on validation per draw and head (`tsmap fuse --choose-weights`'s rule)
+    "videomap_fused_val": "VideoMap, RGB+flow, w on val",
+    "tsn_fused_val": "TSN, RGB+flow, w on val",
 }
 SUBSETS = ("train", "val", "test")
 DEFAULT_BACKBONE = "efficientnet_lite0"  # tsmap extract's; its maps are OUT/store
@@ -315,6 +322,7 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
     run.mkdir(parents=True, exist_ok=True)
     log = run / "tsmap.log"
     result: dict = {m: {} for m in METHODS}
+    scored: dict = {}  # subset -> stream suffix -> that stream's scores, keys and labels
     if not args.no_heads:
         streams = [("", paths["store"], run, "rgb", None)]
         if args.finetune_flow:
@@ -337,11 +345,20 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
                 stages.run("evaluate", tsmap, log, "evaluate", "--store", str(store), "--run", str(stream_run), *extra)
                 for head, fig in head_scores(stream_run, classes, pairs).items():
                     result[head + suffix][subset] = fig
+                scored.setdefault(subset, {})[suffix] = read_scores(stream_run)
             if args.flow:
                 fused = run / f"fused-{subset}"
                 stages.run("fuse", tsmap, log, "fuse", "--runs", str(run), str(run / "flow"), "--out", str(fused))
                 for head, fig in head_scores(fused, classes, pairs, prefix="scores_fusion_").items():
                     result[head + "_fused"][subset] = fig
+        if args.flow:
+            fuse_with_weight_from_val(scored, classes, pairs, result)
+    if features is not None and args.finetune_flow:  # the probes on this draw's fine-tuned flow maps
+        flow = stages.run("load flow maps", map_features, paths["out"] / f"store-ftflow-draw{k}", features["keys"])
+        rgb = features["features"]["probe_chunks"]
+        chunks = {"probe_chunks_flow": flow["probe_chunks"]}
+        chunks["probe_chunks_fused"] = np.concatenate([rgb, flow["probe_chunks"]], axis=1)
+        features = features | {"features": features["features"] | chunks}
     if features is not None:
         split_keys, split_labels = {}, {}
         for subset in SUBSETS:
@@ -352,6 +369,37 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
             )
             result[name] = figs | {"chosen": chosen}
     return result
+
+
+def read_scores(run: Path) -> dict:
+    """What ``tsmap evaluate`` just wrote to ``run``: keys, labels, classes and each head's scores."""
+    keys = json.loads((run / "scores_keys.json").read_text())
+    out = {"keys": keys["keys"], "labels": np.array(keys["labels"]), "classes": keys["classes"], "heads": {}}
+    for head in ("videomap", "tsn"):
+        if (run / f"scores_{head}.npy").is_file():
+            out["heads"][head] = np.load(run / f"scores_{head}.npy")
+    return out
+
+
+def fuse_subset(streams: dict, head: str, weights: tuple[float, float]) -> dict:
+    """``fuse_runs`` on one subset's RGB ("") and flow ("_flow") scores of ``head``."""
+    task = [(r["heads"][head], r["keys"], r["labels"], r["classes"]) for r in (streams[""], streams["_flow"])]
+    return fuse_runs(*map(list, zip(*task, strict=True)), weights)
+
+
+def fuse_with_weight_from_val(scored: dict, classes: list[str], pairs, result: dict) -> None:
+    """Each head's flow weight chosen on the draw's validation videos (``choose_flow_weight``,
+    what ``tsmap fuse --choose-weights`` does), then that fusion's figures on every subset."""
+    for head in ("videomap", "tsn"):
+        if any(head not in scored[s][x]["heads"] for s in SUBSETS for x in ("", "_flow")):
+            continue
+        val = fuse_subset(scored["val"], head, (1.0, 1.0))
+        weight, sweep = choose_flow_weight(*val["streams"], val["labels"])
+        entry = result[f"{head}_fused_val"]
+        for subset in SUBSETS:
+            both = fuse_subset(scored[subset], head, (1.0, weight))
+            entry[subset] = figures(both["fused"], both["labels"], classes, pairs)
+        entry["chosen"] = {"flow_weight": weight, "sweep": sweep}
 
 
 def finetune_flow(args, k: int, paths: dict, log: Path, stages: Stages) -> Path:
@@ -527,6 +575,7 @@ def run(args: argparse.Namespace) -> None:
         features = {
             "features": stages.run("load maps", map_features, paths["store"], keys),
             "index": {k: i for i, k in enumerate(keys)},
+            "keys": keys,
         }
         if args.flow and not args.finetune_flow:
             flow = stages.run("load flow maps", map_features, paths["flow_store"], keys)

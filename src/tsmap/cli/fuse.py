@@ -26,13 +26,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar=("RGB_RUN", "FLOW_RUN"),
         help="the RGB run folder, then the flow run folder (for HMDB51/UCF101, RUN/split<N>)",
     )
-    p.add_argument(
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument(
         "--weights",
         type=options.non_negative_float,
         nargs=2,
         default=[1.0, 1.5],
         metavar=("W_RGB", "W_FLOW"),
         help="stream weights, finite numbers >= 0. Default: 1 1.5 (TSN's)",
+    )
+    weights.add_argument(
+        "--choose-weights",
+        action="store_true",
+        help="choose each head's flow weight (RGB's is 1) on validation scores instead: of 0 (RGB alone), 0.25, "
+        "0.5, ... 4 (tsmap.evaluation.fusion.FLOW_WEIGHT_GRID), the one with the best top-1, then log-loss. Both "
+        "runs must "
+        "have been evaluated with `tsmap evaluate --subset val` (test scores are refused: a weight chosen on "
+        "them would make the test figure a tuned one); then evaluate test and fuse with --weights 1 W",
     )
     p.add_argument(
         "--scores",
@@ -54,12 +64,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from tsmap import steps
     from tsmap.steps import tables
+    from tsmap.steps.common import HEAD_LABELS
 
     rgb_run, flow_run = args.runs
     out = args.out if args.out is not None else rgb_run.parent / "fusion"
     options.check_writable(out, "--out")
-    summary = steps.fuse(rgb_run, flow_run, out, tuple(args.weights), args.scores)
+    summary = steps.fuse(rgb_run, flow_run, out, tuple(args.weights), args.scores, choose=args.choose_weights)
     print(tables.format_fusion_table(summary))
+    if args.choose_weights:
+        chosen = " and ".join(
+            f"{HEAD_LABELS[h]} --weights 1 {f['weights']['flow']:g}" for h, f in summary["heads"].items()
+        )
+        print(f"chosen on {summary['num_videos']} validation videos; fuse the test scores with {chosen}")
     print(
         f"fused {args.scores} scores of {summary['num_videos']} {summary['split']} videos; "
         f"results: {out / 'fusion.json'}; confusion matrix: {out / 'confusion_fusion_videomap.png'}"

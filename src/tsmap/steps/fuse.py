@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsmap.evaluation.fusion import TSN_WEIGHTS, FusionError, fuse_runs
+from tsmap.evaluation.fusion import TSN_WEIGHTS, FusionError, choose_flow_weight, fuse_runs
 from tsmap.evaluation.metrics import confusion_matrix
 from tsmap.evaluation.plots import plot_confusion
 from tsmap.fileio import save_numpy, write_json
@@ -70,8 +70,13 @@ def fuse(
     out_dir: Path,
     weights: tuple[float, float] = TSN_WEIGHTS,
     kind: str = "raw",
+    choose: bool = False,
 ) -> dict:
     """Fuse the test scores of an RGB run and a flow run, head by head; write fusion.json and plots.
+
+    ``choose``: instead of ``weights``, each head's flow weight (RGB's is 1) is the one of
+    ``FLOW_WEIGHT_GRID`` that fuses best on the runs' scores, which must be validation
+    scores (``tsmap evaluate --subset val``): choosing on test scores is refused.
 
     The runs must have been evaluated (``evaluate``) on the same videos with the same
     classes; their scores are aligned by video key. Writes ``out_dir/fusion.json`` (top-1,
@@ -88,12 +93,19 @@ def fuse(
         )
     if rgb_keys.get("split") != flow_keys.get("split"):
         raise FusionError(f"{rgb_run} was evaluated on {rgb_keys.get('split')}, {flow_run} on {flow_keys.get('split')}")
+    if choose and rgb_keys.get("split") != "val":
+        raise FusionError(
+            f"--choose-weights reads validation scores, and {rgb_run} holds {rgb_keys.get('split')} scores: "
+            "run `tsmap evaluate --subset val` on both runs, choose the weights there, then fuse the test "
+            "scores with --weights 1 W"
+        )
     heads = [k for k in HEADS if k in rgb_results["heads"] and k in flow_results["heads"]]
     if not heads:
         raise FusionError(f"{rgb_run} and {flow_run} have no evaluated head in common")
     summary: dict = {
         "runs": {"rgb": str(rgb_run), "flow": str(flow_run)},
-        "weights": {"rgb": weights[0], "flow": weights[1]},
+        "weights": None if choose else {"rgb": weights[0], "flow": weights[1]},
+        "weights_chosen_on": "val" if choose else None,
         "scores": kind,
         "split": rgb_keys.get("split"),
         "num_videos": len(rgb_keys["keys"]),
@@ -109,15 +121,21 @@ def fuse(
             if not path.is_file():
                 raise FusionError(f"{path} is missing: run `tsmap evaluate` on {run} again")
             scores.append(_read_scores(path, run))
-        fused = fuse_runs(
+        task = (
             scores,
             [rgb_keys["keys"], flow_keys["keys"]],
             [np.asarray(rgb_keys["labels"]), np.asarray(flow_keys["labels"])],
             [rgb_keys["classes"], flow_keys["classes"]],
-            weights,
-            kind,
-            names=("rgb", "flow"),
         )
+        fused = fuse_runs(*task, weights, kind, names=("rgb", "flow"))
+        head_weights, sweep = weights, None
+        if choose:
+            flow_weight, sweep = choose_flow_weight(*fused["streams"], fused["labels"], kind)
+            head_weights = (1.0, flow_weight)
+            fused = fuse_runs(*task, head_weights, kind, names=("rgb", "flow"))
+        fused["figures"]["weights"] = {"rgb": head_weights[0], "flow": head_weights[1]}
+        if sweep is not None:
+            fused["figures"]["weight_sweep"] = sweep
         if groups := rgb_keys.get("groups"):
             for name, values in zip(("rgb", "flow", "fusion"), [*fused["streams"], fused["fused"]], strict=True):
                 fused["figures"][name] |= group_accuracies(values, fused["labels"], groups)
@@ -129,12 +147,12 @@ def fuse(
         if head == "videomap":
             cm = confusion_matrix(fused["fused"].argmax(1), fused["labels"], len(rgb_keys["classes"]))
             write_confusion_csv(out_dir / "confusion_fusion_videomap.csv", cm, rgb_keys["classes"])
-            top1 = fused["figures"]["fusion"]["top1"]
+            top1, w = fused["figures"]["fusion"]["top1"], fused["figures"]["weights"]
             plot_confusion(
                 cm,
                 rgb_keys["classes"],
                 out_dir / "confusion_fusion_videomap.png",
-                f"VideoMap head, RGB + flow ({weights[0]:g} : {weights[1]:g}): top-1 {top1:.1%}",
+                f"VideoMap head, RGB + flow ({w['rgb']:g} : {w['flow']:g}): top-1 {top1:.1%}",
             )
     write_json(out_dir / SCORES_KEYS_FILE, {**rgb_keys})
     write_json(out_dir / "fusion.json", summary)

@@ -77,11 +77,13 @@ def format_fusion_table(summary: dict) -> str:
     heads = summary["heads"]
     width = max(len(HEAD_LABELS[k]) for k in heads) + 2
     w = summary["weights"]
-    cols = ["RGB", "Flow", f"Fusion ({w['rgb']:g} : {w['flow']:g})"]
-    lines = [f"{'top-1':<{width}}" + "".join(f"{c:>20}" for c in cols)]
+    fusion = f"Fusion ({w['rgb']:g} : {w['flow']:g})" if w else "Fusion (weights)"
+    lines = [f"{'top-1':<{width}}" + "".join(f"{c:>20}" for c in ["RGB", "Flow", fusion])]
     for kind, figures in heads.items():
         cells = "".join(f"{figures[s]['top1'] * 100:>19.1f}%" for s in ("rgb", "flow", "fusion"))
-        lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}")
+        chosen = figures["weights"]
+        suffix = "" if w else f"  ({chosen['rgb']:g} : {chosen['flow']:g}, chosen on {summary['weights_chosen_on']})"
+        lines.append(f"{HEAD_LABELS[kind]:<{width}}{cells}{suffix}")
     return "\n".join(lines)
 
 
