@@ -10,7 +10,15 @@ from conftest import TINY_MAPS, write_test_video
 
 from tsmap.cli import main
 from tsmap.data.video import FrameGeometry
-from tsmap.evaluation.fusion import FusionError, align, fuse_runs, fuse_scores, softmax
+from tsmap.evaluation.fusion import (
+    FLOW_WEIGHT_GRID,
+    FusionError,
+    align,
+    choose_flow_weight,
+    fuse_runs,
+    fuse_scores,
+    softmax,
+)
 from tsmap.frames import onnx_runtime
 from tsmap.frames.encoder import FrameEncoder
 from tsmap.frames.flow import decode_flow, make_flow, read_flow_stacks
@@ -296,6 +304,56 @@ def test_fuse_user_errors(two_runs, tmp_path, capsys):
     assert "different classes" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fuse", "--runs", str(rgb_run), str(flow_run), "--weights", "1", "-1"])
+
+
+def test_choose_flow_weight_keeps_the_best_fusion_of_the_grid():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    rgb, flow = rng.normal(size=(400, 4)), rng.normal(size=(400, 4))
+    rows = np.arange(400)
+    rgb[rows, labels] += np.where(labels < 2, 3.0, 0.0)  # RGB knows classes 0 and 1, flow 2 and 3
+    flow[rows, labels] += np.where(labels >= 2, 1.0, 0.0)
+    weight, sweep = choose_flow_weight(rgb, flow, labels)
+    assert [r["flow_weight"] for r in sweep] == list(FLOW_WEIGHT_GRID)
+    top1 = {w: np.mean(fuse_scores([rgb, flow], (1, w)).argmax(1) == labels) for w in FLOW_WEIGHT_GRID}
+    assert top1[weight] == max(top1.values()) and 0 < weight < 4  # both streams help here
+    assert [r["top1"] for r in sweep] == pytest.approx([top1[w] for w in FLOW_WEIGHT_GRID])
+    # A stream that knows nothing gets no say; one that knows everything gets the most.
+    assert choose_flow_weight(rgb, rng.normal(size=(400, 4)) * 5, labels)[0] == 0.0
+    assert choose_flow_weight(rng.normal(size=(400, 4)) * 5, flow * 0 + np.eye(4)[labels], labels)[0] == 4.0
+
+
+def test_fuse_chooses_weights_on_validation_scores_only(two_runs, tmp_path, capsys):
+    runs = {}
+    for stream in ("rgb", "flow"):
+        runs[stream], store = tmp_path / f"val_{stream}", str(two_runs / f"store_{stream}")
+        held_out = ["--epochs", "1", "--val-fraction", "0.5"]  # the fixture's heads hold out no video
+        assert main(["--quiet", "train", "--store", store, "--run", str(runs[stream]), *held_out]) == 0
+        assert main(["--quiet", "evaluate", "--store", store, "--run", str(runs[stream]), "--subset", "val"]) == 0
+    out = tmp_path / "fused_val"
+    capsys.readouterr()
+    assert main(["fuse", "--runs", str(runs["rgb"]), str(runs["flow"]), "--choose-weights", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen on val" in printed and "fuse the test scores with VideoMap head --weights 1 " in printed
+    summary = json.loads((out / "fusion.json").read_text())
+    assert summary["split"] == "val" and summary["weights"] is None and summary["weights_chosen_on"] == "val"
+    for head in ("videomap", "tsn"):
+        figures = summary["heads"][head]
+        w = figures["weights"]["flow"]
+        rgb, flow = np.load(runs["rgb"] / f"scores_{head}.npy"), np.load(runs["flow"] / f"scores_{head}.npy")
+        labels = np.array(json.loads((runs["rgb"] / "scores_keys.json").read_text())["labels"])
+        assert w == choose_flow_weight(rgb, flow, labels)[0] and len(figures["weight_sweep"]) == len(FLOW_WEIGHT_GRID)
+        np.testing.assert_allclose(np.load(out / f"scores_fusion_{head}.npy"), rgb + w * flow.astype(float))
+    # Test scores are refused, and nothing is written; --weights and --choose-weights exclude each other.
+    refused = tmp_path / "fused_test"
+    args = ["fuse", "--runs", str(two_runs / "run_rgb"), str(two_runs / "run_flow"), "--out", str(refused)]
+    assert main([*args, "--choose-weights"]) == 2
+    err = capsys.readouterr().err
+    assert "--choose-weights reads validation scores" in err and "--subset val" in err and "Traceback" not in err
+    assert not refused.exists()
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--choose-weights", "--weights", "1", "1"])
+    assert exc.value.code == 2
 
 
 def test_fuse_and_stream_options_are_explained():
