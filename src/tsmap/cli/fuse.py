@@ -39,10 +39,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--choose-weights",
         action="store_true",
         help="choose each head's flow weight (RGB's is 1) on validation scores instead: of 0 (RGB alone), 0.25, "
-        "0.5, ... 4 (tsmap.evaluation.fusion.FLOW_WEIGHT_GRID), the one with the best top-1, then log-loss. Both "
-        "runs must "
-        "have been evaluated with `tsmap evaluate --subset val` (test scores are refused: a weight chosen on "
-        "them would make the test figure a tuned one); then evaluate test and fuse with --weights 1 W",
+        "0.5, ... 4 (tsmap.evaluation.fusion.FLOW_WEIGHT_GRID), the one with the best top-1, then log-loss. "
+        "Both runs must have been evaluated with `tsmap evaluate --subset val` (test scores are refused: a "
+        "weight chosen on them would make the test figure a tuned one); then evaluate test and fuse with "
+        "--weights 1 W",
     )
     p.add_argument(
         "--scores",
