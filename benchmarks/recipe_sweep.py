@@ -15,7 +15,10 @@ kept epoch and the wall time, and writes them to ``benchmarks/results/recipe_swe
 ``real_footage.py --flow``) trains a head on each and fuses their raw validation scores
 with ``--weights`` (RGB : flow = 1 : 1.5), as ``tsmap fuse`` does. A store name may hold
 ``{draw}``, for stores made per draw (a flow ConvNet fine-tuned on that draw's training videos:
-``--stores store,store-ftflow-draw{draw}``).
+``--stores store,store-ftflow-draw{draw}``). Stores joined by ``+`` (``--stores
+store+store-ftflow-draw{draw}``) give one head the maps side by side (T x 2L: early fusion,
+each store's part divided by its own shared scale first, so neither stream is drowned by the
+other's magnitude); not a tsmap feature, a measurement of whether one should be.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 from machine import machine_record, save_results, saved_runs
 from real_footage import figures, read_lists
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from tsmap.data.clips import Clip
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
@@ -77,22 +80,53 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
 }
 
 
+class SideBySide(Dataset):
+    """The maps of several stores' datasets (the same clips) side by side, T x (L1 + L2 + ...),
+    each part divided by ``scales[i]``."""
+
+    def __init__(self, parts: list[MapDataset], scales: list[float]):
+        if any(p.clips != parts[0].clips for p in parts):
+            raise SystemExit("recipe_sweep: the joined stores do not map the same videos")
+        self.parts, self.scales, self.views = parts, scales, 1
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        items = [p[i] for p in self.parts]
+        return torch.cat([m / s for (m, _), s in zip(items, self.scales, strict=True)], dim=1), items[0][1]
+
+
+def shared_scale(data: MapDataset) -> float:
+    """The root mean square of the columns' standard deviations (the head's shared scale)."""
+    maps = torch.stack([data[i][0] for i in range(len(data))]).double()
+    return float(maps.reshape(-1, maps.shape[-1]).std(0).pow(2).mean().sqrt())
+
+
 def train_one(
-    name: str, store: VideoMapStore, subsets: dict[str, list[Clip]], num_classes: int, epochs: int | None
+    name: str, stores: list[VideoMapStore], subsets: dict[str, list[Clip]], num_classes: int, epochs: int | None
 ) -> dict:
-    """Train candidate ``name`` on one store as ``tsmap train`` would; scores on train and val."""
+    """Train candidate ``name`` as ``tsmap train`` would, on one store or several side by side;
+    scores on train and val."""
     head, options, base, overrides = CANDIDATES[name]
     config = recipe(base, **(overrides | ({"epochs": epochs} if epochs else {})))  # --epochs wins
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
-    # views=True: a multi-view store trains on a view drawn per map and epoch, and validates on all, as `tsmap train`
-    data, held_data, val_data = (
-        MapDataset(store, clips, in_memory=True, views=True) for clips in (fit, held, subsets["val"])
-    )
-    missing = data.missing + held_data.missing + val_data.missing
-    if missing:
-        raise SystemExit(f"recipe_sweep: {len(missing)} videos have no map in {store.root}, e.g. {missing[0]}")
+    sets = []
+    for store in stores:
+        # views=True: a multi-view store trains on a view drawn per map and epoch, validates on all, as `tsmap train`
+        data, held_data, val_data = (
+            MapDataset(store, clips, in_memory=True, views=True) for clips in (fit, held, subsets["val"])
+        )
+        missing = data.missing + held_data.missing + val_data.missing
+        if missing:
+            raise SystemExit(f"recipe_sweep: {len(missing)} videos have no map in {store.root}, e.g. {missing[0]}")
+        sets.append((data, held_data, val_data))
+    if len(sets) > 1:
+        scales = [shared_scale(data) for data, _, _ in sets]
+        data, held_data, val_data = (SideBySide(list(parts), scales) for parts in zip(*sets, strict=True))
     seed_everything(config.seed)  # the initial weights too, as `tsmap train` does
-    model = create_head(head, num_classes, store.num_frames, store.feature_dim, **options)
+    feature_dim = sum(store.feature_dim for store in stores)
+    model = create_head(head, num_classes, stores[0].num_frames, feature_dim, **options)
     start = time.perf_counter()
     history = train_head(model, data, config, show_progress=False, val_data=held_data)
     seconds = time.perf_counter() - start
@@ -136,14 +170,15 @@ def dead_channels(model: torch.nn.Module, data: MapDataset) -> dict[str, float]:
 
 
 def run_candidate(
-    name: str, stores: list[VideoMapStore], lists: Path, classes: list[str], pairs, epochs, weights
+    name: str, stores: list[list[VideoMapStore]], lists: Path, classes: list[str], pairs, epochs, weights
 ) -> dict:
-    """One draw: a head per store, their validation scores fused (raw scores, ``weights``) when several."""
+    """One draw: a head per stream (a store, or stores side by side), their validation scores
+    fused (raw scores, ``weights``) when several."""
     subsets = {}
     for subset in ("train", "val"):
         keys, labels = read_lists(lists / f"{subset}.txt", classes)
         subsets[subset] = [Clip(k, int(y)) for k, y in zip(keys, labels, strict=True)]
-    streams = [train_one(name, store, subsets, len(classes), epochs) for store in stores]
+    streams = [train_one(name, joined, subsets, len(classes), epochs) for joined in stores]
     labels = streams[0]["val_scores"][1]
     train_labels = streams[0]["train_scores"][1]
     weights = weights[: len(streams)] if len(streams) > 1 else [1.0]
@@ -173,7 +208,8 @@ def main() -> None:
         "--stores",
         default="store",
         help="store folder(s) under OUT, comma-separated (default store); with two (RGB, flow) a head is "
-        "trained on each and their raw validation scores are fused, as `tsmap fuse` does",
+        "trained on each and their raw validation scores are fused, as `tsmap fuse` does; stores joined by + "
+        "give one head their maps side by side",
     )
     p.add_argument("--weights", type=float, nargs="+", default=list(TSN_WEIGHTS), help="fusion weights (1 1.5)")
     p.add_argument("--draws", type=int, default=3, help="split draws 0 .. N-1 (default 3)")
@@ -197,7 +233,7 @@ def main() -> None:
         draws = []
         for k in args.only_draws or range(args.draws):
             lists = args.out / "splits" / f"draw{k}"
-            stores = [VideoMapStore.open(args.out / s.format(draw=k)) for s in names]
+            stores = [[VideoMapStore.open(args.out / j.format(draw=k)) for j in s.split("+")] for s in names]
             r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights)
             draws.append(r)
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
