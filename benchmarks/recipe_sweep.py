@@ -18,7 +18,8 @@ with ``--weights`` (RGB : flow = 1 : 1.5), as ``tsmap fuse`` does. A store name 
 ``--stores store,store-ftflow-draw{draw}``). Stores joined by ``+`` (``--stores
 store+store-ftflow-draw{draw}``) give one head the maps side by side (T x 2L: early fusion,
 each store's part divided by its own shared scale first, so neither stream is drowned by the
-other's magnitude); not a tsmap feature, a measurement of whether one should be.
+other's magnitude; ``--no-part-scales``: as they are); not a tsmap feature, a measurement of
+whether one should be.
 """
 
 from __future__ import annotations
@@ -104,10 +105,15 @@ def shared_scale(data: MapDataset) -> float:
 
 
 def train_one(
-    name: str, stores: list[VideoMapStore], subsets: dict[str, list[Clip]], num_classes: int, epochs: int | None
+    name: str,
+    stores: list[VideoMapStore],
+    subsets: dict[str, list[Clip]],
+    num_classes: int,
+    epochs: int | None,
+    part_scales: bool = True,
 ) -> dict:
-    """Train candidate ``name`` as ``tsmap train`` would, on one store or several side by side;
-    scores on train and val."""
+    """Train candidate ``name`` as ``tsmap train`` would, on one store or several side by side
+    (each divided by its own shared scale with ``part_scales``); scores on train and val."""
     head, options, base, overrides = CANDIDATES[name]
     config = recipe(base, **(overrides | ({"epochs": epochs} if epochs else {})))  # --epochs wins
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
@@ -122,7 +128,7 @@ def train_one(
             raise SystemExit(f"recipe_sweep: {len(missing)} videos have no map in {store.root}, e.g. {missing[0]}")
         sets.append((data, held_data, val_data))
     if len(sets) > 1:
-        scales = [shared_scale(data) for data, _, _ in sets]
+        scales = [shared_scale(data) for data, _, _ in sets] if part_scales else [1.0] * len(sets)
         data, held_data, val_data = (SideBySide(list(parts), scales) for parts in zip(*sets, strict=True))
     seed_everything(config.seed)  # the initial weights too, as `tsmap train` does
     feature_dim = sum(store.feature_dim for store in stores)
@@ -170,7 +176,7 @@ def dead_channels(model: torch.nn.Module, data: MapDataset) -> dict[str, float]:
 
 
 def run_candidate(
-    name: str, stores: list[list[VideoMapStore]], lists: Path, classes: list[str], pairs, epochs, weights
+    name: str, stores: list[list[VideoMapStore]], lists: Path, classes: list[str], pairs, epochs, weights, part_scales
 ) -> dict:
     """One draw: a head per stream (a store, or stores side by side), their validation scores
     fused (raw scores, ``weights``) when several."""
@@ -178,7 +184,7 @@ def run_candidate(
     for subset in ("train", "val"):
         keys, labels = read_lists(lists / f"{subset}.txt", classes)
         subsets[subset] = [Clip(k, int(y)) for k, y in zip(keys, labels, strict=True)]
-    streams = [train_one(name, joined, subsets, len(classes), epochs) for joined in stores]
+    streams = [train_one(name, joined, subsets, len(classes), epochs, part_scales) for joined in stores]
     labels = streams[0]["val_scores"][1]
     train_labels = streams[0]["train_scores"][1]
     weights = weights[: len(streams)] if len(streams) > 1 else [1.0]
@@ -218,8 +224,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs")
     p.add_argument("--tag", default=None, help="results entry name (default: the stores)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--no-part-scales", action="store_true", help="stores side by side as they are (the head's one shared scale)"
+    )
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args()
+
     tune_malloc()  # as the tsmap command does, so that wall times compare (BENCHMARKS.md (e))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,7 +244,7 @@ def main() -> None:
         for k in args.only_draws or range(args.draws):
             lists = args.out / "splits" / f"draw{k}"
             stores = [[VideoMapStore.open(args.out / j.format(draw=k)) for j in s.split("+")] for s in names]
-            r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights)
+            r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights, not args.no_part_scales)
             draws.append(r)
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
             print(
