@@ -14,12 +14,12 @@ import io
 import sys
 
 from tsmap import __version__
-from tsmap.cli import demo, errors, evaluate, explain, extract, finetune, fuse, predict, report, train
+from tsmap.cli import demo, errors, evaluate, explain, extract, finetune, fuse, join, predict, report, train
 from tsmap.cli.errors import INTERRUPTED, USER_ERROR, UsageError
 
 COMMANDS = {
     module.__name__.rsplit(".", 1)[1]: module
-    for module in (demo, extract, finetune, train, evaluate, predict, fuse, report, explain)
+    for module in (demo, extract, finetune, train, evaluate, predict, fuse, join, report, explain)
 }
 TORCHRUN_COMMANDS = ("extract", "train")
 
@@ -37,6 +37,7 @@ Typical use:
   tsmap predict VIDEO --run RUN
   tsmap extract --stream flow --videos DATA --store FLOWMAPS   # the motion stream, then train/evaluate
   tsmap fuse --runs RGB_RUN FLOW_RUN           # two-stream fusion of evaluated runs
+  tsmap join --stores RGBMAPS FLOWMAPS --store BOTH   # or one head on both streams' maps side by side
   tsmap finetune --videos DATA --out FT        # stage 1: fine-tune the frame ConvNet (then extract --weights)
   tsmap report --store MAPS                    # the paper's tables and figures on your data
   tsmap explain VIDEO --run RUN                # attention and Grad-CAM over time for one video

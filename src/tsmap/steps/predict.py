@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tsmap.heads.checkpoint import load_head
 from tsmap.steps.common import resolve_device
+from tsmap.steps.join import part_settings
 from tsmap.videomap.extract import encoder_for_store, flow_from_settings, video_to_maps
 from tsmap.videomap.settings import MapSettings
 
@@ -17,7 +19,8 @@ from tsmap.videomap.settings import MapSettings
 class Run:
     """A trained head with what it needs to classify new videos: its classes and the
     settings of the maps it was trained on (the same ConvNet, T and geometry map new videos;
-    a head trained on a multi-view store scores every view and averages, as evaluation does)."""
+    a head trained on a multi-view store scores every view and averages, as evaluation does;
+    one trained on a joined store maps the video with each part's settings, side by side)."""
 
     head: torch.nn.Module
     classes: list[str]
@@ -26,15 +29,18 @@ class Run:
 
     def predict(self, video: str | Path, top: int = 5) -> list[tuple[str, float]]:
         """The ``top`` classes of one video with their probabilities, best first."""
-        encoder = encoder_for_store(self.settings, self.device)
-        flow = flow_from_settings(self.settings)
-        views = self.settings.view_spec
-        maps = video_to_maps(video, encoder, self.settings.frames, self.settings.geometry, flow, views)
+        maps = np.concatenate([self._maps(video, part) for part in part_settings(self.settings)], axis=-1)
         with torch.inference_mode():
             scores = self.head(torch.from_numpy(maps).to(self.device)).mean(0)  # raw scores, views averaged
             probs = torch.softmax(scores, dim=0).cpu()
         values, idx = probs.topk(min(top, len(self.classes)))
         return [(self.classes[i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=True)]
+
+    def _maps(self, video: str | Path, settings: MapSettings) -> np.ndarray:
+        """The video's maps (views x T x L) as ``settings`` make them (one part of a joined store's)."""
+        encoder = encoder_for_store(settings, self.device)
+        flow = flow_from_settings(settings)
+        return video_to_maps(video, encoder, settings.frames, settings.geometry, flow, settings.view_spec)
 
 
 def load_run(run_dir: str | Path, head: str = "videomap", device: str = "auto") -> Run:
