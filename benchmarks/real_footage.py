@@ -2,7 +2,7 @@
 
     python benchmarks/real_footage.py [--out real-footage] [--per-class 60] [--frames 64]
         [--image-size 160] [--draws 3] [--epochs E] [--train-args "--lr 0.005 ..."] [--tag NAME]
-        [--flow] [--finetune-flow] [--backbone efficientnet_lite1] [--views 5] [--skip-build] [--skip-extract]
+        [--flow] [--finetune-flow] [--joint] [--backbone efficientnet_lite1] [--views 5] [--skip-build] [--skip-extract]
         [--no-probes] [--no-heads]
 
 Needs scikit-image (its photographs; ``pip install scikit-image``) and, optionally, Debian's
@@ -40,7 +40,9 @@ first (``tsmap finetune --stream flow``, ``--finetune-args``; skipped where
 ``OUT/store-ftflow-draw<k>``, the paper's two-stage pipeline (the flow probes then read each
 draw's own maps). With either, the streams are fused twice: at TSN's 1 : 1.5 (``tsmap fuse``)
 and at each head's flow weight chosen on the draw's validation videos (``tsmap fuse
---choose-weights``'s rule, ``tsmap.evaluation.fusion.choose_flow_weight``).
+--choose-weights``'s rule, ``tsmap.evaluation.fusion.choose_flow_weight``). ``--joint`` adds
+one head on both streams' maps side by side (``tsmap join`` into ``OUT/store-joint``, or
+``OUT/store-joint-draw<k>`` with ``--finetune-flow``; rejoined after each pointing of the parts).
 
 Prints top-1 (mean +- sample std over the draws) on train / val / test for each method, and
 per pair on val and test (10-way top-1 on the pair's videos; a frame-averaging model can name
@@ -84,6 +86,9 @@ METHODS = {
     "tsn_fused": "TSN, RGB+flow",
     "probe_chunks_flow": "probe: 4 chunks, flow",
     "probe_chunks_fused": "probe: 4 chunks, RGB+flow",
+    # with --joint: one head on the RGB and flow maps side by side (`tsmap join`)
+    "videomap_joint": "VideoMap head, RGB|flow joined",
+    "tsn_joint": "TSN, RGB|flow joined",
     # the flow weight chosen on validation per draw and head (`tsmap fuse --choose-weights`'s rule)
     "videomap_fused_val": "VideoMap, RGB+flow, w on val",
     "tsn_fused_val": "TSN, RGB+flow, w on val",
@@ -330,9 +335,15 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
             streams.append(("_flow", paths["out"] / f"store-ftflow-draw{k}", run / "flow", "flow", weights))
         elif args.flow:
             streams.append(("_flow", paths["flow_store"], run / "flow", "flow", None))
+        if args.joint:  # after its parts, which each subset points at its lists first
+            joint = paths["out"] / f"store-joint-draw{k}" if args.finetune_flow else paths["out"] / "store-joint"
+            streams.append(("_joint", joint, run / "joint", "joint", None))
         for subset in SUBSETS:
             for suffix, store, stream_run, kind, weights in streams:
-                if subset != "val":  # train and val: the store points at train/val; test: at train/test
+                if kind == "joint":
+                    parts = [str(streams[0][1]), str(streams[1][1])]
+                    stages.run("join stores", tsmap, log, "join", "--stores", *parts, "--store", str(store))
+                elif subset != "val":  # train and val: the store points at train/val; test: at train/test
                     held = "test" if subset == "test" else "val"
                     stages.run(
                         f"point {kind} store at train/{held}",
@@ -490,7 +501,13 @@ def main() -> None:
         "--finetune-flow",
         action="store_true",
         help="the flow stream with its ConvNet fine-tuned on each draw's training videos (`tsmap finetune`, "
-        "OUT/finetune/draw<k>, OUT/store-ftflow-draw<k>), its heads and both streams fused; no flow probes",
+        "OUT/finetune/draw<k>, OUT/store-ftflow-draw<k>), its heads and both streams fused",
+    )
+    p.add_argument(
+        "--joint",
+        action="store_true",
+        help="with --flow or --finetune-flow: also one head on both streams' maps side by side (`tsmap join` "
+        "into OUT/store-joint, or OUT/store-joint-draw<k> with --finetune-flow)",
     )
     p.add_argument(
         "--finetune-args",
@@ -524,6 +541,8 @@ def main() -> None:
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/real_footage.json")
     args = p.parse_args()
     args.flow = args.flow or args.finetune_flow
+    if args.joint and not args.flow:
+        fail("--joint joins the RGB and flow stores: add --flow or --finetune-flow")
     # One run at a time per folder: each draw points the shared stores at its own split.
     try:
         with folder_lock(args.out.resolve(), "benchmark folder"):
@@ -535,6 +554,7 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     parts = [f"epochs {args.epochs}" if args.epochs else "", args.train_args]
     parts.append("ftflow" if args.finetune_flow else "flow" if args.flow else "")
+    parts.append("joint" if args.joint else "")
     tag = args.tag or slug(" ".join(filter(None, parts)))
     out = args.out.resolve()
     store = "store" if args.backbone == DEFAULT_BACKBONE else f"store-{args.backbone}"
