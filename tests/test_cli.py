@@ -168,6 +168,7 @@ def test_every_command_is_a_module_with_a_parser_and_a_run():
             "evaluate",
             "predict",
             "fuse",
+            "join",
             "report",
             "explain",
         }
