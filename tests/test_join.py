@@ -44,6 +44,20 @@ def test_join_puts_the_maps_side_by_side_and_trains_evaluates_predicts(two_store
     assert main(["join", "--stores", str(rgb), str(flow), "--store", str(both)]) == 0
     assert "0 maps written" in capsys.readouterr().out
     assert {k: store.path_of(k).read_bytes() for k in keys} == before
+    # A part's map made again is joined again; a video no longer mapped in a part leaves the joined store.
+    flow_store = VideoMapStore.open(flow)
+    kept = [shutil.copy(flow_store.path_of(k), tmp_path / f"kept{i}.npy") for i, k in enumerate(keys[:2])]
+    flow_store.write(keys[0], np.asarray(flow_store.read(keys[0]), np.float32) + 1)
+    flow_store.discard(keys[1])
+    assert main(["join", "--stores", str(rgb), str(flow), "--store", str(both)]) == 0
+    assert "1 maps written" in capsys.readouterr().out
+    assert np.asarray(store.read(keys[0]))[:, 1280:].tolist() == np.asarray(flow_store.read(keys[0])).tolist()
+    assert not store.has(keys[1]) and {k: store.path_of(k).read_bytes() for k in keys[2:]} == {
+        k: before[k] for k in keys[2:]
+    }
+    for key, path in zip(keys[:2], kept, strict=True):  # the fixture's store as it was
+        shutil.copy(path, flow_store.path_of(key))
+    assert main(["--quiet", "join", "--stores", str(rgb), str(flow), "--store", str(both)]) == 0
 
     run = tmp_path / "run"
     assert main(["--quiet", "train", "--store", str(both), "--run", str(run), "--epochs", "2"]) == 0

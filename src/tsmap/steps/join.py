@@ -11,7 +11,8 @@ The parts must be maps of the same videos of the same dataset and split, with th
 and sampling, one view each. A part mapped by a fine-tuned ConvNet passes its training
 videos on (the union, when both parts are fine-tuned), so the test-set checks of
 ``check_store`` hold for the joined store as they do for its parts. Rerunning the join
-rewrites only the maps whose parts changed since (a part re-extracted, or mapped anew).
+rewrites only the maps whose parts changed since (a part re-extracted, or mapped anew) and
+drops those of videos no longer mapped in every part.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def join(part_dirs: list[Path], out_dir: Path) -> dict:
         if (split := parts[0].recorded_split()) is not None:
             store.record_split(split)
         write_trained_keys(out_dir, _union_keys(parts))
+        for key in set(store.keys()) - set(keys):  # no longer mapped in every part: its old map must not serve
+            store.discard(key)
         joined = 0
         for key in keys:
             if _up_to_date(store, parts, key):
