@@ -26,6 +26,7 @@ from tsmap.heads.tsn import ALL_ROWS, TSNHead
 from tsmap.report.experiments import load_maps, spread
 from tsmap.report.options import ReportOptions
 from tsmap.steps.extract import ExtractOptions, extract
+from tsmap.steps.join import part_settings
 from tsmap.training import score_maps
 from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore, require_same_maps
@@ -98,6 +99,11 @@ def dense_store(
         return dense, f"{path} (T = {dense.num_frames}, test videos only)"
     if not all((dataset.root / c.key).is_file() for c in todo):
         return dense, f"not extracted: the videos are not under {dataset.root}"
+    if len(part_settings(store.map_settings)) > 1:
+        return dense, (
+            f"not extracted: {store.root} joins other stores (`tsmap join`); extract its parts' test videos at "
+            f"T = {frames}, join them and give --density-store"
+        )
     want = store.map_settings.with_(frames=frames if dense is None else dense.num_frames)
     if want.weights_file and not Path(want.weights_file).is_file():
         return dense, (
