@@ -118,3 +118,18 @@ def test_a_fine_tuned_part_keeps_its_test_checks_in_the_joined_store(two_stores,
     assert main(["--quiet", "train", "--store", str(both), "--run", str(tmp_path / "run"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "fine-tuned on" in err and "Traceback" not in err
+
+
+def test_report_does_not_extract_denser_maps_for_a_joined_store(two_stores, tmp_path):
+    from tsmap.report.density import dense_store
+    from tsmap.report.options import ReportOptions
+    from tsmap.steps.common import store_dataset
+
+    both = tmp_path / "both"
+    parts = [str(two_stores / "rgb"), str(two_stores / "flow")]
+    assert main(["--quiet", "join", "--stores", *parts, "--store", str(both)]) == 0
+    store = VideoMapStore.open(both)
+    options = ReportOptions(density_store=tmp_path / "dense")
+    dense, why = dense_store(store, store_dataset(store), 16, options, log=print)
+    assert dense is None and "joins other stores" in why and "--density-store" in why
+    assert not (tmp_path / "dense").exists()
