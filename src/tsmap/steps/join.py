@@ -25,14 +25,15 @@ import numpy as np
 from tsmap.fileio import folder_lock
 from tsmap.finetune.provenance import keys_digest, read_trained_keys, write_trained_keys
 from tsmap.videomap.settings import STORE_FORMAT, MapSettings
-from tsmap.videomap.store import SETTINGS_FILE, StoreError, VideoMapStore, require_same_maps
+from tsmap.videomap.store import StoreError, VideoMapStore
 
 PARTS_KEY = "parts"  # store.json of a joined store: the settings of each part, in order
 SAME_IN_EVERY_PART = ("frames", "sampling", "dtype")
 
 
-def joined_settings(parts: list[VideoMapStore]) -> MapSettings:
-    """The settings of the store that joins ``parts`` (checked to be joinable)."""
+def joined_settings(parts: list[VideoMapStore], trained_keys: list[str] | None) -> MapSettings:
+    """The settings of the store that joins ``parts`` (checked to be joinable); ``trained_keys``:
+    the union of the fine-tuned parts' training videos (``_union_keys``)."""
     if len(parts) < 2:
         raise StoreError("join needs two stores or more (e.g. an RGB and a flow store of the same videos)")
     first = parts[0]
@@ -64,7 +65,7 @@ def joined_settings(parts: list[VideoMapStore]) -> MapSettings:
         resize=first.map_settings.resize,
         crop=first.map_settings.crop,
         dtype=first.map_settings.dtype,
-        weights_trained_on=_trained_on([p.map_settings for p in parts], _union_keys(parts)),
+        weights_trained_on=_trained_on(settings, trained_keys),
         source=first.map_settings.source,
         extra={PARTS_KEY: [_part_record(s) for s in settings]},
     )
@@ -84,11 +85,14 @@ def _part_record(settings: MapSettings) -> dict:
 
 def _union_keys(parts: list[VideoMapStore]) -> list[str] | None:
     """Every video a part's fine-tuned ConvNet was trained on; None when no part's was."""
-    found = [read_trained_keys(p.root) for p in parts if p.map_settings.weights_trained_on]
-    if any(keys is None for keys in found):
-        bad = next(p for p in parts if p.map_settings.weights_trained_on and read_trained_keys(p.root) is None)
-        raise StoreError(f"{bad.root} lacks the list of its ConvNet's training videos; extract it again")
-    return sorted({k for keys in found for k in keys}) if found else None
+    tuned = [p for p in parts if p.map_settings.weights_trained_on]
+    union: set[str] = set()
+    for part in tuned:
+        keys = read_trained_keys(part.root)
+        if keys is None:
+            raise StoreError(f"{part.root} lacks the list of its ConvNet's training videos; extract it again")
+        union.update(keys)
+    return sorted(union) if tuned else None
 
 
 def _trained_on(settings: list[MapSettings], keys: list[str] | None) -> dict | None:
@@ -110,22 +114,20 @@ def join(part_dirs: list[Path], out_dir: Path) -> dict:
     parts = [VideoMapStore.open(d) for d in part_dirs]
     if any(Path(d).resolve() == Path(out_dir).resolve() for d in part_dirs):
         raise StoreError(f"--store {out_dir} is one of the --stores; write the joined store to another folder")
-    settings = joined_settings(parts)
-    keys = sorted(set.intersection(*(set(p.keys()) for p in parts)))
-    missing = sorted(set.union(*(set(p.keys()) for p in parts)) - set(keys))
+    trained_keys = _union_keys(parts)
+    settings = joined_settings(parts, trained_keys)
+    mapped = [set(p.keys()) for p in parts]
+    keys = sorted(set.intersection(*mapped))
+    missing = sorted(set.union(*mapped) - set(keys))
     if not keys:
         raise StoreError(f"no video is mapped in all of {', '.join(str(d) for d in part_dirs)}")
     out_dir = Path(out_dir)
-    if (out_dir / SETTINGS_FILE).exists():
-        have = VideoMapStore.open(out_dir).map_settings
-        require_same_maps(have, settings, str(out_dir), "join into another --store folder", ("store has", "parts give"))
-    out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, "store"):
+        # An existing store of other settings (other parts) is refused here, before anything is written.
         store = VideoMapStore.create_or_open(out_dir, settings)
-        store.update_source(settings.source)
         if (split := parts[0].recorded_split()) is not None:
             store.record_split(split)
-        write_trained_keys(out_dir, _union_keys(parts))
+        write_trained_keys(out_dir, trained_keys)
         for key in set(store.keys()) - set(keys):  # no longer mapped in every part: its old map must not serve
             store.discard(key)
         joined = 0
