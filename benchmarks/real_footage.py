@@ -241,18 +241,15 @@ def figures(scores: np.ndarray, labels: np.ndarray, classes: list[str], pairs: l
     return out
 
 
-def head_scores(run: Path, classes: list[str], pairs: list[list[str]], prefix: str = "scores_") -> dict[str, dict]:
-    """Figures of every head from the scores ``tsmap evaluate`` (or ``tsmap fuse``) just wrote to ``run``."""
-    keys = json.loads((run / "scores_keys.json").read_text())
-    labels = np.array(keys["labels"])
-    if keys["classes"] != classes:
-        fail(f"{run}: classes {keys['classes']} differ from the dataset's {classes}")
-    out = {}
-    for head in ("videomap", "tsn"):
-        path = run / f"{prefix}{head}.npy"
-        if path.is_file():
-            out[head] = figures(np.load(path), labels, classes, pairs) | {"videos": len(labels)}
-    return out
+def head_scores(scored: dict, classes: list[str], pairs: list[list[str]]) -> dict[str, dict]:
+    """Figures of every head from one run's scores (``read_scores``)."""
+    if scored["classes"] != classes:
+        fail(f"{scored['run']}: classes {scored['classes']} differ from the dataset's {classes}")
+    labels = scored["labels"]
+    return {
+        head: figures(scores, labels, classes, pairs) | {"videos": len(labels)}
+        for head, scores in scored["heads"].items()
+    }
 
 
 # -- linear probes -------------------------------------------------------------------------
@@ -354,13 +351,13 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
                     train_heads(args, store, stream_run, log, stages, result, suffix)
                 extra = ["--subset", "train"] if subset == "train" else []
                 stages.run("evaluate", tsmap, log, "evaluate", "--store", str(store), "--run", str(stream_run), *extra)
-                for head, fig in head_scores(stream_run, classes, pairs).items():
-                    result[head + suffix][subset] = fig
                 scored.setdefault(subset, {})[suffix] = read_scores(stream_run)
+                for head, fig in head_scores(scored[subset][suffix], classes, pairs).items():
+                    result[head + suffix][subset] = fig
             if args.flow:
                 fused = run / f"fused-{subset}"
                 stages.run("fuse", tsmap, log, "fuse", "--runs", str(run), str(run / "flow"), "--out", str(fused))
-                for head, fig in head_scores(fused, classes, pairs, prefix="scores_fusion_").items():
+                for head, fig in head_scores(read_scores(fused, "scores_fusion_"), classes, pairs).items():
                     result[head + "_fused"][subset] = fig
         if args.flow:
             fuse_with_weight_from_val(scored, classes, pairs, result)
@@ -382,13 +379,14 @@ def run_draw(args, k: int, paths: dict, info: dict, stages: Stages, features: di
     return result
 
 
-def read_scores(run: Path) -> dict:
-    """What ``tsmap evaluate`` just wrote to ``run``: keys, labels, classes and each head's scores."""
+def read_scores(run: Path, prefix: str = "scores_") -> dict:
+    """What ``tsmap evaluate`` (or ``tsmap fuse``, prefix ``scores_fusion_``) just wrote to
+    ``run``: keys, labels, classes and each head's scores."""
     keys = json.loads((run / "scores_keys.json").read_text())
-    out = {"keys": keys["keys"], "labels": np.array(keys["labels"]), "classes": keys["classes"], "heads": {}}
-    for head in ("videomap", "tsn"):
-        if (run / f"scores_{head}.npy").is_file():
-            out["heads"][head] = np.load(run / f"scores_{head}.npy")
+    out = {"run": run, "keys": keys["keys"], "labels": np.array(keys["labels"]), "classes": keys["classes"]}
+    out["heads"] = {
+        h: np.load(run / f"{prefix}{h}.npy") for h in ("videomap", "tsn") if (run / f"{prefix}{h}.npy").is_file()
+    }
     return out
 
 

@@ -41,6 +41,7 @@ from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
 from tsmap.evaluation.fusion import TSN_WEIGHTS, fuse_scores
 from tsmap.fileio import seed_everything
 from tsmap.heads import create_head
+from tsmap.heads.standardize import FeatureStandardizer
 from tsmap.malloc import tune_malloc
 from tsmap.steps.train import kept_epoch
 from tsmap.train_config import recipe
@@ -99,9 +100,11 @@ class SideBySide(Dataset):
 
 
 def shared_scale(data: MapDataset) -> float:
-    """The root mean square of the columns' standard deviations (the head's shared scale)."""
-    maps = torch.stack([data[i][0] for i in range(len(data))]).double()
-    return float(maps.reshape(-1, maps.shape[-1]).std(0).pow(2).mean().sqrt())
+    """The head's shared scale of ``data``'s maps (``FeatureStandardizer``'s: the root mean square
+    of the columns' standard deviations)."""
+    standardizer = FeatureStandardizer(data.store.feature_dim)
+    standardizer.fit(maps for maps, _ in DataLoader(data, batch_size=64))
+    return float(standardizer.std[0])
 
 
 def train_one(
@@ -229,7 +232,6 @@ def main() -> None:
     )
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args()
-
     tune_malloc()  # as the tsmap command does, so that wall times compare (BENCHMARKS.md (e))
     if args.threads:
         torch.set_num_threads(args.threads)
