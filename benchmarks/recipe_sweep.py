@@ -66,6 +66,8 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "cosine_ls0.1": ("videomap", {}, "cosine", {"label_smoothing": 0.1}),
     "cosine_wd5e-3": ("videomap", {}, "cosine", {"weight_decay": 5e-3}),
     "cosine_noatt": ("videomap", {"attention": "none"}, "cosine", {}),
+    "cosine_wa2": ("videomap", {}, "cosine", {"weight_average": 2.0}),
+    "cosine_wa5": ("videomap", {}, "cosine", {"weight_average": 5.0}),
     "cosine_w8": ("videomap", {"widths": (8, 16, 16)}, "cosine", {}),
     "cosine_w4": ("videomap", {"widths": (4, 8, 8)}, "cosine", {}),
     "demo15": ("videomap", {}, "cosine", DEMO),

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import Dataset
 
 from tsmap import steps
@@ -15,7 +16,7 @@ from tsmap.data.datasets import Clip
 from tsmap.data.subsets import carve_validation, clips_digest
 from tsmap.heads import create_head
 from tsmap.train_config import ConfigError, TrainConfig, recipe
-from tsmap.training import train_head, validate
+from tsmap.training import WeightAverage, train_head, validate
 from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore
 
@@ -95,6 +96,8 @@ def test_patience_stops_a_run_that_no_longer_improves():
         {"schedule": "linear"},
         {"label_smoothing": 1.0},
         {"patience": -1},
+        {"weight_average": -1.0},
+        {"weight_average": float("inf")},
     ],
 )
 def test_training_settings_out_of_range_are_refused_before_anything_runs(setting):
@@ -353,3 +356,90 @@ def test_tsmap_train_says_when_a_head_collapsed(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tsmap: error: training collapsed at epoch") and err.count("\n") == 1
     assert not (run / "videomap.pt").exists()
+
+
+def _steps_recorded(model) -> tuple[list[dict], object]:
+    """The model's weights after every optimizer step of the training that follows."""
+    seen: list[dict] = []
+
+    def record(optimizer, args, kwargs):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    return seen, register_optimizer_step_post_hook(record)
+
+
+def test_the_weight_average_is_what_is_kept_and_training_is_otherwise_unchanged():
+    train = Maps(48, seed=0)
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.02, seed=0)
+    torch.manual_seed(0)
+    plain = create_head("videomap", CLASSES, T, L)
+    trajectory, handle = _steps_recorded(plain)
+    try:
+        plain_history = train_head(plain, train, config, show_progress=False)
+    finally:
+        handle.remove()
+    torch.manual_seed(0)
+    averaged = create_head("videomap", CLASSES, T, L)
+    history = train_head(averaged, train, replace(config, weight_average=1.0), show_progress=False)
+    # The average does not steer training: the same losses step for step.
+    assert [r["loss"] for r in history] == [r["loss"] for r in plain_history]
+    # What is kept is the moving average of the weights after each step (3 steps an epoch).
+    decay = 1 - 1 / 3
+    expected = {k: v.clone() for k, v in create_initial(config).items()}
+    for n, weights in enumerate(trajectory):
+        d = min(decay, (1 + n) / (10 + n))
+        for k, v in weights.items():
+            expected[k] = expected[k] * d + v * (1 - d) if v.is_floating_point() else v
+    for k, v in averaged.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.allclose(averaged.fc.weight, plain.fc.weight)
+
+
+def create_initial(config: TrainConfig) -> dict:
+    """The weights a head starts from under ``torch.manual_seed(0)`` (the standardizer as training fits it)."""
+    torch.manual_seed(0)
+    model = create_head("videomap", CLASSES, T, L)
+    model.standardize.fit([Maps(48, seed=0).maps])
+    return model.state_dict()
+
+
+def test_a_killed_run_with_a_weight_average_resumes_to_the_same_head(tmp_path):
+    train, val = Maps(48, seed=0), Maps(24, seed=1)
+    config = TrainConfig(epochs=4, batch_size=16, lr=0.02, seed=0, weight_average=2.0)
+    torch.manual_seed(0)
+    reference = create_head("videomap", CLASSES, T, L)
+    expected = train_head(reference, train, config, val_data=val, show_progress=False)
+
+    state = tmp_path / "videomap.training-state.pt"
+    torch.manual_seed(0)
+    killed = create_head("videomap", CLASSES, T, L)
+    passes = {"n": 0}
+
+    def kill(module, inputs):
+        passes["n"] += module.training
+        if passes["n"] > 2 * 3 + 1:  # in the third epoch
+            raise KeyboardInterrupt
+
+    killed.register_forward_pre_hook(kill)
+    with pytest.raises(KeyboardInterrupt):
+        train_head(killed, train, config, state_path=state, val_data=val, show_progress=False)
+    assert torch.load(state, weights_only=True)["average"]["updates"] == 2 * 3
+    torch.manual_seed(0)
+    resumed = create_head("videomap", CLASSES, T, L)
+    history = train_head(resumed, train, config, state_path=state, val_data=val, show_progress=False)
+    assert [r["val_loss"] for r in history] == pytest.approx([r["val_loss"] for r in expected], rel=1e-6)
+    for k, v in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6, msg=k)
+
+
+def test_the_weight_average_starts_from_the_weights_and_weighs_early_steps_more():
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage(model, steps=100)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    average.update(model)  # first update: decay 1/10, so 90 % of the new weights
+    torch.testing.assert_close(average.state["weight"], start + 0.9)
+    with average.applied(model):
+        torch.testing.assert_close(model.weight.detach(), start + 0.9)
+    torch.testing.assert_close(model.weight.detach(), start + 1.0)  # its own weights come back

@@ -38,6 +38,7 @@ class TrainConfig:
     feature_dropout: float = 0.0  # augmentation: share of feature columns dropped from each training map
     mixup: float = 0.0  # augmentation: mixup's alpha (0 = off)
     patience: int = 0  # with validation maps: stop after this many epochs without a better one (0 = never)
+    weight_average: float = 0.0  # epochs spanned by a moving average of the weights, which is what is kept (0 = off)
 
     def __post_init__(self) -> None:
         self.check()
@@ -60,6 +61,7 @@ class TrainConfig:
             ("feature_dropout", 0 <= self.feature_dropout < 1, "in [0, 1)"),
             ("mixup", math.isfinite(self.mixup) and self.mixup >= 0, "a number >= 0"),
             ("patience", self.patience >= 0, "0 (never stop early) or more"),
+            ("weight_average", math.isfinite(self.weight_average) and self.weight_average >= 0, "a number >= 0"),
         ]
         for name, ok, allowed in rules:
             if not ok:

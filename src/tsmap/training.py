@@ -37,6 +37,7 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,6 +121,48 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging), updated after
+    every optimizer step, whose time constant is ``steps`` steps. The first updates weigh more
+    (decay ``min(1 - 1/steps, (1 + n) / (10 + n))`` at update n, as TensorFlow's
+    ExponentialMovingAverage does), so that the average is not dragged towards the initial
+    weights. Every floating-point entry of the state dict is averaged, buffers too (as timm's
+    ModelEma); integer ones (BatchNorm's batch count) are copied."""
+
+    def __init__(self, model: nn.Module, steps: float):
+        self.decay = 1.0 - 1.0 / max(1.0, steps)
+        self.updates = 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in model.state_dict().items():
+            average = self.state[name]
+            if average.is_floating_point():
+                average.lerp_(value.detach(), 1.0 - decay)
+            else:
+                average.copy_(value)
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """Inside the block ``model`` holds the averaged weights; its own come back after."""
+        own = copy.deepcopy(model.state_dict())
+        model.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            model.load_state_dict(own)
+
+    def state_dict(self) -> dict:
+        return {"state": self.state, "updates": self.updates}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.state = {k: v.clone() for k, v in saved["state"].items()}
+        self.updates = int(saved["updates"])
 
 
 def _better(record: dict, best: dict | None) -> bool:
@@ -225,11 +268,14 @@ def _train_once(model, data, config: TrainConfig, device, show_progress, desc, s
     )
     scheduler = make_scheduler(optimizer, config, len(loader))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    average = WeightAverage(model, config.weight_average * len(loader)) if config.weight_average else None
     history: list[dict] = []
     best: dict = {"record": None, "weights": None}
     identity = _identity(model, data, config, val_data)
     if state_path is not None:
-        history = resume_training_state(state_path, identity, model, optimizer, scheduler, generator, device, best)
+        history = resume_training_state(
+            state_path, identity, model, optimizer, scheduler, generator, device, best, average
+        )
     bar = tqdm(
         range(len(history), config.epochs),
         desc=desc,
@@ -258,6 +304,8 @@ def _train_once(model, data, config: TrainConfig, device, show_progress, desc, s
                     f"training diverged at epoch {epoch + 1} (loss {batch_loss}); try a smaller learning rate (--lr)"
                 )
             scheduler.step()
+            if average is not None:
+                average.update(model)
             total_loss += batch_loss * len(labels)
             correct += batch_correct
             seen += len(labels)
@@ -273,9 +321,10 @@ def _train_once(model, data, config: TrainConfig, device, show_progress, desc, s
         if checked and not varied:
             record["collapsed"] = True
         if val_data is not None and len(val_data):
-            record |= validate(model, val_data, device)
-            if not record.get("collapsed") and _better(record, best["record"]):
-                best = {"record": record, "weights": copy.deepcopy(model.state_dict())}
+            with average.applied(model) if average is not None else contextlib.nullcontext():
+                record |= validate(model, val_data, device)
+                if not record.get("collapsed") and _better(record, best["record"]):
+                    best = {"record": record, "weights": copy.deepcopy(model.state_dict())}
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         postfix = {"loss": f"{record['loss']:.3f}", "train": f"{record['train_top1']:.2f}"}
@@ -283,8 +332,10 @@ def _train_once(model, data, config: TrainConfig, device, show_progress, desc, s
             postfix["val"] = f"{record['val_top1']:.2f}"
         bar.set_postfix(postfix)
         if state_path is not None and world.is_main:
-            save_training_state(state_path, identity, model, optimizer, scheduler, generator, history, best)
+            save_training_state(state_path, identity, model, optimizer, scheduler, generator, history, best, average)
     bar.close()
+    if average is not None:  # without validation maps, the average is what is kept
+        model.load_state_dict(average.state)
     return history, best
 
 
@@ -367,7 +418,15 @@ def validate(model: nn.Module, data: Dataset, device: str = "cpu", batch_size: i
 
 
 def save_training_state(
-    path: Path, identity: dict, model, optimizer, scheduler, generator, history: list[dict], best: dict | None = None
+    path: Path,
+    identity: dict,
+    model,
+    optimizer,
+    scheduler,
+    generator,
+    history: list[dict],
+    best: dict | None = None,
+    average: WeightAverage | None = None,
 ) -> None:
     state = {
         "identity": identity,
@@ -379,15 +438,25 @@ def save_training_state(
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
         "best": best or {"record": None, "weights": None},
+        "average": average.state_dict() if average is not None else None,
     }
     save_torch(state, path)  # the previous epoch's state stays whole until this instant
 
 
 def resume_training_state(
-    path: Path, identity: dict, model, optimizer, scheduler, generator, device: str, best: dict | None = None
+    path: Path,
+    identity: dict,
+    model,
+    optimizer,
+    scheduler,
+    generator,
+    device: str,
+    best: dict | None = None,
+    average: WeightAverage | None = None,
 ) -> list[dict]:
     """Load a killed run's state into the objects; returns its history ([] = start afresh).
-    ``best`` is updated with the best epoch on validation so far (record and weights)."""
+    ``best`` is updated with the best epoch on validation so far (record and weights),
+    ``average`` with the weight average's state."""
     fresh: list[dict] = []
     if not path.is_file():
         return fresh
@@ -411,6 +480,8 @@ def resume_training_state(
         print(f"resuming {path.name} after epoch {len(history)} of {identity['config']['epochs']}")
     if best is not None and state.get("best"):
         best.update(state["best"])
+    if average is not None and state.get("average"):
+        average.load_state_dict(state["average"])
     return history
 
 

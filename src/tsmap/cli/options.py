@@ -414,6 +414,14 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         f"weights; 0 = off. {default('mixup')}",
     )
     p.add_argument(
+        "--weight-average",
+        type=non_negative_float,
+        metavar="EPOCHS",
+        help="keep a moving average of the weights over about EPOCHS epochs (updated every step) and validate "
+        "and save that average instead of the last weights: steadier heads on small datasets; 0 = off. "
+        f"{default('weight_average')}",
+    )
+    p.add_argument(
         "--patience",
         type=non_negative_int,
         help="stop after this many epochs without a better validation top-1 (0 = run every epoch). "

@@ -63,7 +63,7 @@ def train_configs(args: argparse.Namespace) -> dict:
     from tsmap.train_config import recipe
 
     names = ("epochs", "batch_size", "lr", "lr_step", "weight_decay", "label_smoothing", "temporal_crop")
-    names += ("feature_dropout", "mixup", "patience", "micro_batch", "seed")
+    names += ("feature_dropout", "mixup", "weight_average", "patience", "micro_batch", "seed")
     base = recipe(args.schedule, **{name: getattr(args, name) for name in names})
     return {"videomap": base, "tsn": base}
 
