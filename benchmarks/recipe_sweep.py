@@ -68,6 +68,8 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "cosine_noatt": ("videomap", {"attention": "none"}, "cosine", {}),
     "cosine_wa2": ("videomap", {}, "cosine", {"weight_average": 2.0}),
     "cosine_wa5": ("videomap", {}, "cosine", {"weight_average": 5.0}),
+    "cosine_e60": ("videomap", {}, "cosine", {"epochs": 60}),
+    "cosine_e100": ("videomap", {}, "cosine", {"epochs": 100}),
     "cosine_w8": ("videomap", {"widths": (8, 16, 16)}, "cosine", {}),
     "cosine_w4": ("videomap", {"widths": (4, 8, 8)}, "cosine", {}),
     "demo15": ("videomap", {}, "cosine", DEMO),
@@ -180,15 +182,41 @@ def dead_channels(model: torch.nn.Module, data: MapDataset) -> dict[str, float]:
     return {n: float((p <= 0).float().mean()) for n, p in peaks.items()}
 
 
+def some_per_class(clips: list[Clip], count: int, seed: int = 0) -> list[Clip]:
+    """``count`` clips of each class (all of a smaller class), drawn with ``seed``: a smaller training set."""
+    out = []
+    for label in sorted({c.label for c in clips}):
+        group = sorted((c for c in clips if c.label == label), key=lambda c: c.key)
+        order = np.random.default_rng([seed, label]).permutation(len(group))[:count]
+        out += [group[i] for i in sorted(order)]
+    return out
+
+
 def run_candidate(
-    name: str, stores: list[list[VideoMapStore]], lists: Path, classes: list[str], pairs, epochs, weights, part_scales
+    name: str,
+    stores: list[list[VideoMapStore]],
+    lists: Path,
+    classes: list[str],
+    pairs,
+    epochs,
+    weights,
+    part_scales,
+    keep: list[str] | None = None,
+    per_class: int | None = None,
 ) -> dict:
     """One draw: a head per stream (a store, or stores side by side), their validation scores
-    fused (raw scores, ``weights``) when several."""
+    fused (raw scores, ``weights``) when several. ``keep``: only these classes; ``per_class``:
+    only that many training videos a class (seeded), to measure a recipe on a smaller task."""
     subsets = {}
     for subset in ("train", "val"):
         keys, labels = read_lists(lists / f"{subset}.txt", classes)
         subsets[subset] = [Clip(k, int(y)) for k, y in zip(keys, labels, strict=True)]
+    if keep:  # a smaller task: these classes only, relabelled 0 .. len(keep) - 1
+        relabel = {classes.index(c): i for i, c in enumerate(keep)}
+        subsets = {s: [Clip(c.key, relabel[c.label]) for c in cs if c.label in relabel] for s, cs in subsets.items()}
+        classes, pairs = keep, [p for p in pairs if set(p) <= set(keep)]
+    if per_class:
+        subsets["train"] = some_per_class(subsets["train"], per_class)
     streams = [train_one(name, joined, subsets, len(classes), epochs, part_scales) for joined in stores]
     labels = streams[0]["val_scores"][1]
     train_labels = streams[0]["train_scores"][1]
@@ -232,6 +260,8 @@ def main() -> None:
     p.add_argument(
         "--no-part-scales", action="store_true", help="stores side by side as they are (the head's one shared scale)"
     )
+    p.add_argument("--classes", nargs="+", default=None, help="only these classes (a smaller task)")
+    p.add_argument("--train-per-class", type=int, default=None, help="only N training videos a class (seeded)")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args()
     tune_malloc()  # as the tsmap command does, so that wall times compare (BENCHMARKS.md (e))
@@ -248,7 +278,18 @@ def main() -> None:
         for k in args.only_draws or range(args.draws):
             lists = args.out / "splits" / f"draw{k}"
             stores = [[VideoMapStore.open(args.out / j.format(draw=k)) for j in s.split("+")] for s in names]
-            r = run_candidate(name, stores, lists, classes, pairs, args.epochs, args.weights, not args.no_part_scales)
+            r = run_candidate(
+                name,
+                stores,
+                lists,
+                classes,
+                pairs,
+                args.epochs,
+                args.weights,
+                not args.no_part_scales,
+                args.classes,
+                args.train_per_class,
+            )
             draws.append(r)
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
             print(

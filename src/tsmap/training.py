@@ -15,6 +15,10 @@ ones), every epoch reports validation accuracy and the weights of the best epoch
 validation are the ones kept; ``patience`` stops a run that has not improved for that
 many epochs.
 
+With ``weight_average`` (epochs), a moving average of the weights over about that many
+epochs is kept beside them (``WeightAverage``, updated after every step): it is what is
+validated, kept and saved, and it does not change the steps themselves.
+
 A head can collapse: a few large steps early on kill every ReLU of one of its blocks, and
 from then on it gives every map the same scores (training loss ln C, top-1 at chance) and
 no gradient reaches below the dead block, so it never recovers (seen once on 324 real-footage
