@@ -25,9 +25,11 @@ whether one should be.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ from machine import machine_record, save_results, saved_runs
 from real_footage import figures, read_lists
 from torch.utils.data import DataLoader, Dataset
 
+from tsmap import training
 from tsmap.data.clips import Clip
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
 from tsmap.evaluation.fusion import TSN_WEIGHTS, fuse_scores
@@ -118,9 +121,11 @@ def train_one(
     num_classes: int,
     epochs: int | None,
     part_scales: bool = True,
+    epoch_rules: bool = False,
 ) -> dict:
     """Train candidate ``name`` as ``tsmap train`` would, on one store or several side by side
-    (each divided by its own shared scale with ``part_scales``); scores on train and val."""
+    (each divided by its own shared scale with ``part_scales``); scores on train and val. With
+    ``epoch_rules``, every epoch is scored on val too, to compare rules that keep an epoch."""
     head, options, base, overrides = CANDIDATES[name]
     config = recipe(base, **(overrides | ({"epochs": epochs} if epochs else {})))  # --epochs wins
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
@@ -141,10 +146,12 @@ def train_one(
     feature_dim = sum(store.feature_dim for store in stores)
     model = create_head(head, num_classes, stores[0].num_frames, feature_dim, **options)
     start = time.perf_counter()
-    history = train_head(model, data, config, show_progress=False, val_data=held_data)
+    with scored_each_epoch(val_data if epoch_rules else None) as per_epoch:
+        history = train_head(model, data, config, show_progress=False, val_data=held_data)
     seconds = time.perf_counter() - start
     kept = kept_epoch(history)
-    return {
+    rules = {"epoch_rules": rule_figures(history, per_epoch)} if epoch_rules else {}
+    return rules | {
         "dead_channels": dead_channels(model, data),
         "val_scores": score_maps(model, val_data),
         "train_scores": score_maps(model, data),
@@ -153,6 +160,48 @@ def train_one(
         "lr_scale": kept.get("lr_scale", 1.0),  # < 1: the head collapsed and was trained again at a smaller lr
         "seconds": seconds,
         "config": dataclasses.asdict(config),
+    }
+
+
+@contextlib.contextmanager
+def scored_each_epoch(val_data: Dataset | None) -> Iterator[list[float]]:
+    """Inside the block, the weights ``train_head`` validates each epoch (on the maps it holds out)
+    are also scored on ``val_data``, the benchmark's validation videos; yields those top-1s, one
+    an epoch. ``train_head`` never sees them: they measure the rule that keeps an epoch. The
+    random generator is put back after each extra scoring, so training runs as without it."""
+    seen: list[float] = []
+    if val_data is None:
+        yield seen
+        return
+    plain = training.validate
+
+    def validate(model, data, *args, **kwargs):
+        out = plain(model, data, *args, **kwargs)
+        state = torch.get_rng_state()
+        seen.append(plain(model, val_data)["val_top1"])
+        torch.set_rng_state(state)
+        return out
+
+    training.validate = validate
+    try:
+        yield seen
+    finally:
+        training.validate = plain
+
+
+def rule_figures(history: list[dict], per_epoch: list[float]) -> dict:
+    """Validation top-1 of the epoch each rule keeps: tsmap's (held-out top-1, then its loss), the lowest
+    held-out loss, the last epoch, and the best any rule could keep (for reference)."""
+    fine = [i for i, r in enumerate(history) if not r.get("collapsed")]
+    kept = next(i for i, r in enumerate(history) if r.get("kept"))
+    by_loss = min(fine, key=lambda i: history[i]["val_loss"])
+    return {
+        "top1_then_loss": per_epoch[kept],
+        "loss": per_epoch[by_loss],
+        "last": per_epoch[-1],
+        "best_possible": max(per_epoch),
+        "epochs": {"top1_then_loss": kept + 1, "loss": by_loss + 1},
+        "per_epoch": per_epoch,
     }
 
 
@@ -203,6 +252,7 @@ def run_candidate(
     part_scales,
     keep: list[str] | None = None,
     per_class: int | None = None,
+    epoch_rules: bool = False,
 ) -> dict:
     """One draw: a head per stream (a store, or stores side by side), their validation scores
     fused (raw scores, ``weights``) when several. ``keep``: only these classes; ``per_class``:
@@ -217,7 +267,7 @@ def run_candidate(
         classes, pairs = keep, [p for p in pairs if set(p) <= set(keep)]
     if per_class:
         subsets["train"] = some_per_class(subsets["train"], per_class)
-    streams = [train_one(name, joined, subsets, len(classes), epochs, part_scales) for joined in stores]
+    streams = [train_one(name, joined, subsets, len(classes), epochs, part_scales, epoch_rules) for joined in stores]
     labels = streams[0]["val_scores"][1]
     train_labels = streams[0]["train_scores"][1]
     weights = weights[: len(streams)] if len(streams) > 1 else [1.0]
@@ -235,6 +285,8 @@ def run_candidate(
         "head": CANDIDATES[name][0],
         "options": CANDIDATES[name][1],
     }
+    if epoch_rules:
+        out["epoch_rules"] = [s["epoch_rules"] for s in streams]
     if len(streams) > 1:
         out["val_per_stream"] = [float(np.mean(s["val_scores"][0].argmax(1) == labels)) for s in streams]
     return out
@@ -262,6 +314,11 @@ def main() -> None:
     )
     p.add_argument("--classes", nargs="+", default=None, help="only these classes (a smaller task)")
     p.add_argument("--train-per-class", type=int, default=None, help="only N training videos a class (seeded)")
+    p.add_argument(
+        "--epoch-rules",
+        action="store_true",
+        help="score every epoch on the validation videos too, and report the epoch each keeping rule picks",
+    )
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args()
     tune_malloc()  # as the tsmap command does, so that wall times compare (BENCHMARKS.md (e))
@@ -289,9 +346,15 @@ def main() -> None:
                 not args.no_part_scales,
                 args.classes,
                 args.train_per_class,
+                args.epoch_rules,
             )
             draws.append(r)
             groups = " ".join(f"{g}={v * 100:.0f}" for g, v in r["val"]["groups"].items())
+            if args.epoch_rules:
+                rules = r["epoch_rules"][0]
+                groups += " | rules " + " ".join(
+                    f"{k}={rules[k] * 100:.1f}" for k in ("top1_then_loss", "loss", "last", "best_possible")
+                )
             print(
                 f"{name:24s} draw {k}: val {r['val']['top1'] * 100:5.1f} train {r['train_top1'] * 100:5.1f} "
                 f"kept {r['kept_epoch']}/{r['epochs_run']} lr x{r['lr_scale']} {r['seconds']:.0f}s "
