@@ -432,6 +432,14 @@ def test_a_killed_run_with_a_weight_average_resumes_to_the_same_head(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6, msg=k)
 
 
+def test_settings_without_a_weight_average_read_as_before_it_existed():
+    # A head or training state saved before the option carries no such key: it must still match.
+    assert "weight_average" not in recipe("cosine").to_dict()
+    on = recipe("cosine", weight_average=5.0)
+    assert TrainConfig.from_dict(on.to_dict()) == on
+    assert TrainConfig.from_dict(recipe("cosine").to_dict()) == recipe("cosine")
+
+
 def test_the_weight_average_starts_from_the_weights_and_weighs_early_steps_more():
     model = torch.nn.Linear(2, 1)
     average = WeightAverage(model, steps=100)

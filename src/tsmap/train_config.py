@@ -68,7 +68,12 @@ class TrainConfig:
                 raise ConfigError(f"training setting {name} must be {allowed}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; a weight average that is off is left out, so that heads and training
+        states saved before that option existed still match their settings."""
+        settings = asdict(self)
+        if not settings["weight_average"]:
+            del settings["weight_average"]
+        return settings
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
