@@ -20,6 +20,10 @@ store+store-ftflow-draw{draw}``) give one head the maps side by side (T x 2L: ea
 each store's part divided by its own shared scale first, so neither stream is drowned by the
 other's magnitude; ``--no-part-scales``: as they are); not a tsmap feature, a measurement of
 whether one should be.
+
+``--epoch-rules`` also scores every epoch on the validation videos, to see what the rule that
+keeps an epoch costs; ``--classes`` and ``--train-per-class`` make a smaller task (some classes,
+N training videos a class) to measure a recipe at the size of a user's small dataset.
 """
 
 from __future__ import annotations
@@ -327,6 +331,10 @@ def main() -> None:
 
     info = json.loads((args.out / "videos" / "dataset.json").read_text())
     classes, pairs = info["classes"], info["order_pairs"]
+    unknown = sorted(set(args.classes or []) - set(classes))
+    if unknown:
+        known = ", ".join(classes)
+        raise SystemExit(f"recipe_sweep: --classes: no class {', '.join(unknown)}; the classes are {known}")
     names = args.stores.split(",")
     tag = args.tag or args.stores + (f"_epochs{args.epochs}" if args.epochs else "")
     summary = {}
