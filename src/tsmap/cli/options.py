@@ -417,9 +417,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--weight-average",
         type=non_negative_float,
         metavar="EPOCHS",
-        help="keep a moving average of the weights over about EPOCHS epochs (updated every step) and validate "
-        "and save that average instead of the last weights: steadier heads on small datasets; 0 = off. "
-        f"{default('weight_average')}",
+        help="keep a moving average of the weights over about EPOCHS epochs (updated every step; Polyak "
+        "averaging) and validate, keep and save that average instead of the last weights; 0 = off (on the "
+        f"real-footage benchmark it did not beat the default: README). {default('weight_average')}",
     )
     p.add_argument(
         "--patience",
