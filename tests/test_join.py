@@ -133,3 +133,27 @@ def test_report_does_not_extract_denser_maps_for_a_joined_store(two_stores, tmp_
     dense, why = dense_store(store, store_dataset(store), 16, options, log=print)
     assert dense is None and "joins other stores" in why and "--density-store" in why
     assert not (tmp_path / "dense").exists()
+
+
+def test_rejoining_after_a_part_s_weights_moved_keeps_the_maps_and_records_the_new_place(two_stores, tmp_path, capsys):
+    """Where a part's fine-tuned weights lie says where they are, not what the maps are (as for
+    one store): a moved checkpoint must not make the joined store 'other maps'."""
+    flow = shutil.copytree(two_stores / "flow", tmp_path / "flow_ft")
+    settings = json.loads((flow / "store.json").read_text())
+    settings |= {"weights": "flow_ft.pt sha256:0123", "weights_file": "/old/place/flow_ft.pt"}
+    (flow / "store.json").write_text(json.dumps(settings))
+    both = tmp_path / "both"
+    join = ["--quiet", "join", "--stores", str(two_stores / "rgb"), str(flow), "--store", str(both)]
+    assert main(join) == 0
+    maps = {p: p.read_bytes() for p in (both / "maps").rglob("*") if p.is_file()}
+    settings["weights_file"] = "/new/place/flow_ft.pt"  # the checkpoint moved; the flow store says so
+    (flow / "store.json").write_text(json.dumps(settings))
+    capsys.readouterr()
+    assert main(join) == 0, capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (both / "maps").rglob("*") if p.is_file()} == maps
+    parts = json.loads((both / "store.json").read_text())["parts"]
+    assert parts[1]["weights_file"] == "/new/place/flow_ft.pt"  # what `tsmap predict` reads
+    settings["weights"] = "flow_ft.pt sha256:4567"  # other weights: other maps, still refused
+    (flow / "store.json").write_text(json.dumps(settings))
+    assert main(join) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -24,10 +24,9 @@ import numpy as np
 
 from tsmap.fileio import folder_lock
 from tsmap.finetune.provenance import keys_digest, read_trained_keys, write_trained_keys
-from tsmap.videomap.settings import STORE_FORMAT, MapSettings
+from tsmap.videomap.settings import PARTS_KEY, STORE_FORMAT, MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore
 
-PARTS_KEY = "parts"  # store.json of a joined store: the settings of each part, in order
 SAME_IN_EVERY_PART = ("frames", "sampling", "dtype")
 
 

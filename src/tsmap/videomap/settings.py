@@ -17,6 +17,8 @@ from tsmap.data.video import FrameGeometry, Views
 STORE_FORMAT = 1
 # Settings that say where something is, not what the maps are.
 LOCATION_KEYS = ("source", "weights_file")
+# A joined store's settings (steps/join.py) keep each part's under this key, in order.
+PARTS_KEY = "parts"
 # Optional keys: absent from store.json when None (RGB stores with ImageNet weights keep
 # the keys they always had).
 _OPTIONAL = (
@@ -92,8 +94,10 @@ class MapSettings:
 
     def identity(self, ignore: tuple[str, ...] = ()) -> dict:
         """The settings that decide what the maps are (everything but locations and ``ignore``)."""
-        data = self.to_dict()
-        return {k: v for k, v in data.items() if k not in LOCATION_KEYS and k not in ignore}
+        data = {k: v for k, v in self.to_dict().items() if k not in LOCATION_KEYS and k not in ignore}
+        if isinstance(data.get(PARTS_KEY), list):  # a joined store's parts: their locations do not count either
+            data[PARTS_KEY] = [_without_locations(part) for part in data[PARTS_KEY]]
+        return data
 
     def differences(self, other: MapSettings, ignore: tuple[str, ...] = ()) -> list[tuple[str, object, object]]:
         """(key, this value, other value) for every setting that makes the two sets of maps different."""
@@ -102,3 +106,8 @@ class MapSettings:
 
     def with_(self, **changes) -> MapSettings:
         return replace(self, **changes)
+
+
+def _without_locations(record: object) -> object:
+    """A part's settings record less where its videos and weights file are."""
+    return {k: v for k, v in record.items() if k not in LOCATION_KEYS} if isinstance(record, dict) else record
