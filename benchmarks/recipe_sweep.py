@@ -73,6 +73,7 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "cosine_ls0.1": ("videomap", {}, "cosine", {"label_smoothing": 0.1}),
     "cosine_wd5e-3": ("videomap", {}, "cosine", {"weight_decay": 5e-3}),
     "cosine_noatt": ("videomap", {"attention": "none"}, "cosine", {}),
+    "cosine_colscale": ("videomap", {"scale": "column"}, "cosine", {}),
     "cosine_wa2": ("videomap", {}, "cosine", {"weight_average": 2.0}),
     "cosine_wa5": ("videomap", {}, "cosine", {"weight_average": 5.0}),
     "cosine_e60": ("videomap", {}, "cosine", {"epochs": 60}),
