@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine import machine_record, save_results, saved_runs
-from real_footage import figures, read_lists
-from recipe_sweep import SideBySide
+from real_footage import figures
+from recipe_sweep import SideBySide, read_subsets
 from torch.utils.data import DataLoader, Dataset
 
-from tsmap.data.clips import Clip
 from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
 from tsmap.fileio import seed_everything
 from tsmap.heads import create_head
@@ -97,11 +96,7 @@ def spectral_order(data: Dataset) -> np.ndarray:
 
 def run_draw(out: Path, k: int, stores: list[str], variant: str, seed: int, classes, pairs) -> tuple[dict, tuple]:
     """Train the head on draw ``k``'s maps (``variant``'s wrapper); its figures and (val scores, labels)."""
-    lists = out / "splits" / f"draw{k}"
-    subsets = {}
-    for subset in ("train", "val"):
-        keys, labels = read_lists(lists / f"{subset}.txt", classes)
-        subsets[subset] = [Clip(key, int(y)) for key, y in zip(keys, labels, strict=True)]
+    subsets = read_subsets(out / "splits" / f"draw{k}", classes)
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
     opened = [VideoMapStore.open(out / s.format(draw=k)) for s in stores]
     sets = [[MapDataset(s, c, in_memory=True, views=True) for c in (fit, held, subsets["val"])] for s in opened]

@@ -246,6 +246,15 @@ def some_per_class(clips: list[Clip], count: int, seed: int = 0) -> list[Clip]:
     return out
 
 
+def read_subsets(lists: Path, classes: list[str]) -> dict[str, list[Clip]]:
+    """A draw's train and val lists (never its test list) as clips."""
+    subsets = {}
+    for subset in ("train", "val"):
+        keys, labels = read_lists(lists / f"{subset}.txt", classes)
+        subsets[subset] = [Clip(k, int(y)) for k, y in zip(keys, labels, strict=True)]
+    return subsets
+
+
 def run_candidate(
     name: str,
     stores: list[list[VideoMapStore]],
@@ -262,10 +271,7 @@ def run_candidate(
     """One draw: a head per stream (a store, or stores side by side), their validation scores
     fused (raw scores, ``weights``) when several. ``keep``: only these classes; ``per_class``:
     only that many training videos a class (seeded), to measure a recipe on a smaller task."""
-    subsets = {}
-    for subset in ("train", "val"):
-        keys, labels = read_lists(lists / f"{subset}.txt", classes)
-        subsets[subset] = [Clip(k, int(y)) for k, y in zip(keys, labels, strict=True)]
+    subsets = read_subsets(lists, classes)
     if keep:  # a smaller task: these classes only, relabelled 0 .. len(keep) - 1
         relabel = {classes.index(c): i for i, c in enumerate(keep)}
         subsets = {s: [Clip(c.key, relabel[c.label]) for c in cs if c.label in relabel] for s, cs in subsets.items()}

@@ -94,7 +94,7 @@ class MapSettings:
 
     def identity(self, ignore: tuple[str, ...] = ()) -> dict:
         """The settings that decide what the maps are (everything but locations and ``ignore``)."""
-        data = {k: v for k, v in self.to_dict().items() if k not in LOCATION_KEYS and k not in ignore}
+        data = {k: v for k, v in _without_locations(self.to_dict()).items() if k not in ignore}
         if isinstance(data.get(PARTS_KEY), list):  # a joined store's parts: their locations do not count either
             data[PARTS_KEY] = [_without_locations(part) for part in data[PARTS_KEY]]
         return data
@@ -109,5 +109,5 @@ class MapSettings:
 
 
 def _without_locations(record: object) -> object:
-    """A part's settings record less where its videos and weights file are."""
+    """A settings record (a store's, or a part's of a joined store) less where its videos and weights file are."""
     return {k: v for k, v in record.items() if k not in LOCATION_KEYS} if isinstance(record, dict) else record
