@@ -38,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from machine import machine_record, save_results, saved_runs
 from real_footage import figures, read_lists
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tsmap import training
@@ -49,6 +51,7 @@ from tsmap.evaluation.fusion import TSN_WEIGHTS, fuse_scores
 from tsmap.fileio import seed_everything
 from tsmap.heads import create_head
 from tsmap.heads.standardize import FeatureStandardizer
+from tsmap.heads.videomap_head import VideoMapHead, resample_time
 from tsmap.malloc import tune_malloc
 from tsmap.steps.train import kept_epoch
 from tsmap.train_config import recipe
@@ -78,7 +81,7 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "cosine_wa5": ("videomap", {}, "cosine", {"weight_average": 5.0}),
     "cosine_e60": ("videomap", {}, "cosine", {"epochs": 60}),
     "cosine_e100": ("videomap", {}, "cosine", {"epochs": 100}),
-    "cosine_chunks4": ("videomap", {"chunks": 4}, "cosine", {}),
+    "cosine_chunks4": ("chunked", {"chunks": 4}, "cosine", {}),
     "cosine_w8": ("videomap", {"widths": (8, 16, 16)}, "cosine", {}),
     "cosine_w4": ("videomap", {"widths": (4, 8, 8)}, "cosine", {}),
     "demo15": ("videomap", {}, "cosine", DEMO),
@@ -120,6 +123,25 @@ def shared_scale(data: MapDataset) -> float:
     return float(standardizer.std[0])
 
 
+class ChunkedHead(VideoMapHead):
+    """The VideoMap head plus a linear read of ``chunks`` ordered chunk means, added to its scores:
+    the ordered-chunks probe learnt inside the head (each of the K x L means normalised by its
+    running batch statistics, batch norm without affine as MAE's linear probes; dropout; one FC).
+    A measurement of whether the head lacks the probe's column-by-column read, not a tsmap head."""
+
+    def __init__(self, num_classes: int, num_frames: int, feature_dim: int, chunks: int = 4, **options):
+        super().__init__(num_classes, num_frames, feature_dim, **options)
+        self.chunks = chunks
+        self.chunk_norm = nn.BatchNorm1d(chunks * feature_dim, affine=False)
+        self.chunk_fc = nn.Linear(chunks * feature_dim, num_classes)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        x = self.standardize(resample_time(maps, self.num_frames).float())
+        means = F.adaptive_avg_pool1d(x.transpose(1, 2), self.chunks).transpose(1, 2).flatten(1)  # B x K*L
+        read = self.chunk_fc(self.dropout(self.chunk_norm(means)))  # first: the random draws of its measured runs
+        return super().forward(maps) + read
+
+
 def train_one(
     name: str,
     stores: list[VideoMapStore],
@@ -150,7 +172,10 @@ def train_one(
         data, held_data, val_data = (SideBySide(list(parts), scales) for parts in zip(*sets, strict=True))
     seed_everything(config.seed)  # the initial weights too, as `tsmap train` does
     feature_dim = sum(store.feature_dim for store in stores)
-    model = create_head(head, num_classes, stores[0].num_frames, feature_dim, **options)
+    if head == "chunked":
+        model = ChunkedHead(num_classes, stores[0].num_frames, feature_dim, **options)
+    else:
+        model = create_head(head, num_classes, stores[0].num_frames, feature_dim, **options)
     start = time.perf_counter()
     with scored_each_epoch(val_data if epoch_rules else None) as per_epoch:
         history = train_head(model, data, config, show_progress=False, val_data=held_data)

@@ -343,27 +343,6 @@ class TemporalAttention(nn.Module):
         return torch.softmax(scores, dim=1) * self.num_frames
 
 
-class ChunkBranch(nn.Module):
-    """A linear read of the map's ``chunks`` ordered chunk means (B x T x L -> scores).
-
-    The ordered-chunks probe, learnt with the head: the mean of each of ``chunks`` consecutive
-    stretches of rows, each of the K x L numbers normalised by its running batch statistics
-    (batch norm without affine, as MAE's linear probes), dropout, one FC. It reads what the
-    frames show and their coarse order column by column, which the head's convs and pools,
-    mixing neighbouring columns, do not keep."""
-
-    def __init__(self, chunks: int, feature_dim: int, num_classes: int, dropout: float):
-        super().__init__()
-        self.chunks = chunks
-        self.norm = nn.BatchNorm1d(chunks * feature_dim, affine=False)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(chunks * feature_dim, num_classes)
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        means = F.adaptive_avg_pool1d(maps.transpose(1, 2), self.chunks)  # B x L x K
-        return self.fc(self.dropout(self.norm(means.transpose(1, 2).flatten(1))))
-
-
 class VideoMapHead(nn.Module):
     def __init__(
         self,
@@ -375,12 +354,9 @@ class VideoMapHead(nn.Module):
         attention_scoring: str = "rows",
         scale: str = "shared",
         widths: tuple[int, int, int] = HEAD_WIDTHS,
-        chunks: int = 0,
     ):
         """``widths``: the three blocks' channels; the paper's head is (16, 32, 32), narrower
-        ones are for small datasets (fewer weights, mostly in the FC). ``chunks`` > 0 adds
-        ``ChunkBranch``'s linear read of that many ordered chunk means to the scores (not
-        the paper's; 0, the paper's head, leaves it out)."""
+        ones are for small datasets (fewer weights, mostly in the FC)."""
         super().__init__()
         if attention not in ATTENTION_VARIANTS:
             raise ValueError(f"attention must be one of {ATTENTION_VARIANTS}, got {attention!r}")
@@ -401,10 +377,6 @@ class VideoMapHead(nn.Module):
             raise ValueError(f"widths must be 3 positive channel counts, got {widths!r}")
         if widths != HEAD_WIDTHS:  # checkpoints of the paper's head keep their config
             self.config["widths"] = list(widths)
-        if chunks < 0:
-            raise ValueError(f"chunks must be 0 or more, got {chunks!r}")
-        if chunks:
-            self.config["chunks"] = int(chunks)
         self.num_frames = num_frames
         self.use = {"A0": "A0" in attention, "A1": "A1" in attention, "A2": "A2" in attention}
         self.standardize = FeatureStandardizer(feature_dim, scale)
@@ -416,7 +388,6 @@ class VideoMapHead(nn.Module):
             t3, l3 = pooled_size(t3), pooled_size(l3)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(c3 * t3 * l3, num_classes)
-        self.chunk_branch = ChunkBranch(chunks, feature_dim, num_classes, dropout) if chunks else None
         self.last_attention: torch.Tensor | None = None
         # Conv weights in the layout of the activations, so their gradients come out in the
         # layout DistributedDataParallel's buckets expect (else it warns and copies).
@@ -431,9 +402,8 @@ class VideoMapHead(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """maps: B x T x L (any T; resampled to the trained T). Returns class scores."""
-        x = self.standardize(resample_time(maps, self.num_frames).float())
-        shortcut = 0.0 if self.chunk_branch is None else self.chunk_branch(x)
-        x = channels_last_1ch(x.unsqueeze(1).contiguous())
+        x = self.standardize(resample_time(maps, self.num_frames).float()).unsqueeze(1)
+        x = channels_last_1ch(x.contiguous())
         att = self.attention_weights(x)
         self.last_attention = None if att is None else att[0].detach()
         if att is not None and self.use["A0"]:
@@ -445,4 +415,4 @@ class VideoMapHead(nn.Module):
         if att is not None and self.use["A2"]:
             h = scale_rows(h, att[2])
         h = self.block3(h)
-        return self.fc(self.dropout(h.flatten(1))) + shortcut
+        return self.fc(self.dropout(h.flatten(1)))
