@@ -48,33 +48,11 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f"{TMP_MARK}{os.getpid()}-{path.name}")
 
 
-def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
-    path = Path(path)
-    tmp = tmp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, WriteError):
-            raise
-        raise WriteError(exc.errno, describe_os_error(exc, path.parent)) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 @contextlib.contextmanager
 def replacing(path: Path | str) -> Iterator[Path]:
-    """For writers that need a file name (a video muxer, a model exporter): yields a temporary
-    path beside ``path`` and renames it to ``path`` when the block succeeds, else removes it."""
+    """Yields a temporary path beside ``path`` and renames it to ``path`` when the block succeeds,
+    else removes it: the one home of writing a file atomically (``atomic_write`` writes through
+    it; writers that need a file name, a video muxer or a model exporter, use it directly)."""
     path = Path(path)
     tmp = tmp_path(path)  # keeps the extension, which some writers read
     try:
@@ -91,6 +69,14 @@ def replacing(path: Path | str) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # the file is closed before the rename
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
