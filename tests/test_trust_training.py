@@ -15,7 +15,7 @@ from tsmap import steps
 from tsmap.data.datasets import Clip
 from tsmap.data.subsets import carve_validation, clips_digest
 from tsmap.heads import create_head
-from tsmap.train_config import ConfigError, TrainConfig, recipe
+from tsmap.train_config import ADDED_LATER, ConfigError, TrainConfig, recipe
 from tsmap.training import WeightAverage, train_head, validate
 from tsmap.videomap.settings import MapSettings
 from tsmap.videomap.store import StoreError, VideoMapStore
@@ -438,6 +438,8 @@ def test_settings_without_a_weight_average_read_as_before_it_existed():
     on = recipe("cosine", weight_average=5.0)
     assert TrainConfig.from_dict(on.to_dict()) == on
     assert TrainConfig.from_dict(recipe("cosine").to_dict()) == recipe("cosine")
+    # Each later setting's "off" is its default, so a record without the key reads back as off.
+    assert all(getattr(TrainConfig(), name) == off for name, off in ADDED_LATER.items())
 
 
 def test_the_weight_average_starts_from_the_weights_and_weighs_early_steps_more():

@@ -12,6 +12,10 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 SCHEDULES = ("step", "cosine")
+# Settings added after heads and training states were first saved, with the value that means
+# "off": ``to_dict`` leaves one out while it is off, so that records saved before it still
+# match their settings. A new setting goes here with its off value.
+ADDED_LATER = {"weight_average": 0.0}
 
 
 class ConfigError(ValueError):
@@ -68,12 +72,8 @@ class TrainConfig:
                 raise ConfigError(f"training setting {name} must be {allowed}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
-        """The settings; a weight average that is off is left out, so that heads and training
-        states saved before that option existed still match their settings."""
-        settings = asdict(self)
-        if not settings["weight_average"]:
-            del settings["weight_average"]
-        return settings
+        """The settings, less those of ``ADDED_LATER`` that are off."""
+        return {k: v for k, v in asdict(self).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
