@@ -81,6 +81,7 @@ CANDIDATES: dict[str, tuple[str, dict, str, dict]] = {
     "cosine_wa5": ("videomap", {}, "cosine", {"weight_average": 5.0}),
     "cosine_e60": ("videomap", {}, "cosine", {"epochs": 60}),
     "cosine_e100": ("videomap", {}, "cosine", {"epochs": 100}),
+    "cosine_drop0.8": ("videomap", {"dropout": 0.8}, "cosine", {}),
     "cosine_chunks4": ("chunked", {"chunks": 4}, "cosine", {}),
     "cosine_w8": ("videomap", {"widths": (8, 16, 16)}, "cosine", {}),
     "cosine_w4": ("videomap", {"widths": (4, 8, 8)}, "cosine", {}),
