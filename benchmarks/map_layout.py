@@ -28,23 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from machine import machine_record, save_results, saved_runs
 from real_footage import figures
-from recipe_sweep import SideBySide, read_subsets
+from recipe_sweep import read_subsets, train_one
 from torch.utils.data import DataLoader, Dataset
 
-from tsmap.data.subsets import DEFAULT_VAL_FRACTION, carve_validation
-from tsmap.fileio import seed_everything
-from tsmap.heads import create_head
-from tsmap.steps.train import kept_epoch
-from tsmap.train_config import recipe
-from tsmap.training import score_maps, train_head
-from tsmap.videomap.loader import MapDataset
 from tsmap.videomap.store import VideoMapStore
 
 VARIANTS = ("stored", "seriate", "shuffle", "reverse")
@@ -95,38 +87,32 @@ def spectral_order(data: Dataset) -> np.ndarray:
 
 
 def run_draw(out: Path, k: int, stores: list[str], variant: str, seed: int, classes, pairs) -> tuple[dict, tuple]:
-    """Train the head on draw ``k``'s maps (``variant``'s wrapper); its figures and (val scores, labels)."""
+    """Train the head on draw ``k``'s maps (``variant``'s wrapper) with ``recipe_sweep.train_one``, the
+    default recipe, several stores side by side as they are (as `tsmap join` writes them); its
+    figures and (val scores, labels)."""
+
+    def wrap(data: Dataset, held: Dataset, val: Dataset) -> tuple[Dataset, Dataset, Dataset]:
+        if variant in ("seriate", "shuffle"):
+            columns = data[0][0].shape[-1]
+            order = spectral_order(data) if variant == "seriate" else np.random.default_rng(k).permutation(columns)
+            return Permuted(data, order), Permuted(held, order), Permuted(val, order)
+        if variant == "reverse":
+            partner = {}
+            for a, b in pairs:
+                partner[classes.index(a)], partner[classes.index(b)] = classes.index(b), classes.index(a)
+            return Reversed(data, partner, k), held, val
+        return data, held, val
+
     subsets = read_subsets(out / "splits" / f"draw{k}", classes)
-    fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
     opened = [VideoMapStore.open(out / s.format(draw=k)) for s in stores]
-    sets = [[MapDataset(s, c, in_memory=True, views=True) for c in (fit, held, subsets["val"])] for s in opened]
-    if len(sets) == 1:
-        data, held_data, val_data = sets[0]
-    else:  # side by side as they are, as `tsmap join` writes them
-        data, held_data, val_data = (SideBySide(list(parts), [1.0] * len(parts)) for parts in zip(*sets, strict=True))
-    feature_dim = sum(s.feature_dim for s in opened)
-    if variant in ("seriate", "shuffle"):
-        order = spectral_order(data) if variant == "seriate" else np.random.default_rng(k).permutation(feature_dim)
-        data, held_data, val_data = (Permuted(d, order) for d in (data, held_data, val_data))
-    if variant == "reverse":
-        partner = {}
-        for a, b in pairs:
-            partner[classes.index(a)], partner[classes.index(b)] = classes.index(b), classes.index(a)
-        data = Reversed(data, partner, k)
-    config = recipe("cosine", seed=seed)
-    seed_everything(config.seed)
-    model = create_head("videomap", len(classes), opened[0].num_frames, feature_dim)
-    start = time.perf_counter()
-    history = train_head(model, data, config, show_progress=False, val_data=held_data)
-    seconds = time.perf_counter() - start
-    val_scores, val_labels = score_maps(model, val_data)
-    train_scores, train_labels = score_maps(model, data)
+    run = train_one("cosine", opened, subsets, len(classes), None, part_scales=False, seed=seed, wrap=wrap)
+    (val_scores, val_labels), (train_scores, train_labels) = run["val_scores"], run["train_scores"]
     record = {
         "draw": k,
         "val": figures(val_scores, val_labels, classes, pairs),
         "train_top1": float((train_scores.argmax(1) == train_labels).mean()),
-        "kept_epoch": kept_epoch(history).get("epoch"),
-        "seconds": seconds,
+        "kept_epoch": run["kept_epoch"],
+        "seconds": run["seconds"],
     }
     return record, (val_scores, val_labels)
 

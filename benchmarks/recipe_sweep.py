@@ -33,7 +33,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -151,12 +151,17 @@ def train_one(
     epochs: int | None,
     part_scales: bool = True,
     epoch_rules: bool = False,
+    seed: int | None = None,
+    wrap: Callable[[Dataset, Dataset, Dataset], tuple[Dataset, Dataset, Dataset]] | None = None,
 ) -> dict:
     """Train candidate ``name`` as ``tsmap train`` would, on one store or several side by side
     (each divided by its own shared scale with ``part_scales``); scores on train and val. With
-    ``epoch_rules``, every epoch is scored on val too, to compare rules that keep an epoch."""
+    ``epoch_rules``, every epoch is scored on val too, to compare rules that keep an epoch;
+    ``seed`` overrides the recipe's; ``wrap(train, held, val)`` returns the maps to use instead
+    (``map_layout.py``'s variants)."""
     head, options, base, overrides = CANDIDATES[name]
-    config = recipe(base, **(overrides | ({"epochs": epochs} if epochs else {})))  # --epochs wins
+    settings = ({"epochs": epochs} if epochs else {}) | ({"seed": seed} if seed is not None else {})
+    config = recipe(base, **(overrides | settings))  # --epochs and --seed win
     fit, held = carve_validation(subsets["train"], DEFAULT_VAL_FRACTION, 0)
     sets = []
     for store in stores:
@@ -171,6 +176,10 @@ def train_one(
     if len(sets) > 1:
         scales = [shared_scale(data) for data, _, _ in sets] if part_scales else [1.0] * len(sets)
         data, held_data, val_data = (SideBySide(list(parts), scales) for parts in zip(*sets, strict=True))
+    else:
+        data, held_data, val_data = sets[0]
+    if wrap is not None:
+        data, held_data, val_data = wrap(data, held_data, val_data)
     seed_everything(config.seed)  # the initial weights too, as `tsmap train` does
     feature_dim = sum(store.feature_dim for store in stores)
     if head == "chunked":
